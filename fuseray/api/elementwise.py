@@ -1,0 +1,274 @@
+"""Elementwise functions named as NumPy (and scipy.special) name them.
+
+Stage: front end. Every function here types its operands with NumPy's own loop resolution
+(``dtypes.resolve_ufunc``, which applies NEP 50's weak Python scalars), inserts explicit casts to
+the loop dtypes, and records one node. Errors (no loop for these dtypes, a Python int that does
+not fit, shapes that do not broadcast) are raised here, at the line that caused them.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+
+import numpy as np
+
+from .. import dtypes
+from ..array import leaf_node, ndarray, node_of, tracing, wrap
+from ..graph import Node, broadcast_shapes
+from ..ops import COMPARISONS, OPS, UFUNCS, Dtype
+
+
+class Scalar:
+    """A Python or NumPy scalar operand before it meets an array: value plus promotion kind."""
+
+    __slots__ = ("value", "kind")
+
+    def __init__(self, value):
+        self.value = value
+        self.kind = dtypes.scalar_kind(value)
+
+
+def operand(x):
+    """An ndarray's node, a Scalar, or a new leaf for a NumPy array (or list) operand."""
+    if isinstance(x, ndarray):
+        return node_of(x)
+    if isinstance(x, (Node, Scalar)):
+        return x
+    if isinstance(x, (bool, int, float, complex, np.generic)):
+        return Scalar(x)
+    trace = tracing()
+    if trace is not None:
+        return trace.capture(x)
+    from .creation import asarray
+
+    return node_of(asarray(x))
+
+
+def const(value, dtype: np.dtype) -> Node:
+    """A 0-d constant of ``dtype``; ``value`` is stored as the Python scalar of that dtype."""
+    dtype = dtypes.as_dtype(dtype)
+    py = np.asarray(value).astype(dtype).item()
+    if isinstance(py, float) and math.isnan(py):
+        py = math.nan  # one spelling of NaN, so equal constants share a node
+    return Node.make("const", (), (py, dtype.str), dtype=dtype)
+
+
+def cast(node: Node, dtype: np.dtype) -> Node:
+    if node.dtype == dtype:
+        return node
+    return Node.make("cast", (node,), None, dtype=dtype)
+
+
+def _kind(x):
+    if isinstance(x, Scalar):
+        return x.kind
+    if x.op == "param" and x.arg[1] is not None:
+        return x.arg[1]  # a weak scalar parameter of a jit trace
+    return x.dtype
+
+
+def _materialise(x, dtype: np.dtype) -> Node:
+    """The operand as a node of ``dtype``: a scalar becomes a constant (NumPy 2's overflow rule)."""
+    if isinstance(x, Scalar):
+        if x.kind is int:
+            dtypes.check_weak_int(x.value, dtype)
+        return const(x.value, dtype)
+    return cast(x, dtype)
+
+
+def _fit_comparison(name: str, operands: list) -> list:
+    """NumPy compares an array with an out-of-range Python int exactly; widen instead of failing."""
+    if name not in COMPARISONS:
+        return operands
+    arrays = [o for o in operands if not isinstance(o, Scalar)]
+    for o in operands:
+        if isinstance(o, Scalar) and o.kind is int and arrays:
+            loop = dtypes.resolve_ufunc(OPS[name].ufunc, tuple(_kind(x) for x in operands))
+            try:
+                dtypes.check_weak_int(o.value, loop[0])
+            except OverflowError:
+                wide = np.dtype(np.int64) if o.value >= np.iinfo(np.int64).min else np.float64
+                wide = np.dtype(np.uint64) if o.value > np.iinfo(np.int64).max else wide
+                if o.value > np.iinfo(np.uint64).max:
+                    wide = np.dtype(np.float64)
+                o.kind = dtypes.as_dtype(wide)
+    return operands
+
+
+def apply(name: str, *args, arg=None) -> ndarray:
+    """Record elementwise op ``name`` over ``args`` with NumPy's typing."""
+    row = OPS[name]
+    operands = [operand(a) for a in args]
+    if builtins.all(isinstance(o, Scalar) for o in operands):
+        # NumPy turns scalar-only calls into 0-d arrays of the default (strong) dtypes
+        operands = [const(o.value, np.asarray(o.value).dtype) for o in operands]
+    rule = row.dtype_rule
+    if rule is Dtype.UFUNC:
+        operands = _fit_comparison(name, operands)
+        loop = dtypes.resolve_ufunc(row.ufunc, tuple(_kind(o) for o in operands))
+        ins, out = loop[:-1], loop[-1]
+        if name == "power" and dtypes.is_integer(ins[1]):
+            _check_integer_power(operands[1])
+    elif rule is Dtype.SPECIAL:
+        kind = _kind(operands[0])
+        out = np.dtype(np.float32) if kind == np.float32 else np.dtype(np.float64)
+        ins = (out,)
+    elif name == "where":
+        value = [_weak_value(o) for o in operands[1:]]
+        out = dtypes.result_type(*value)
+        ins = (dtypes.BOOL, out, out)
+    else:  # SAME: round
+        out = as_node(operands[0]).dtype
+        ins = (out,) * len(operands)
+    nodes = [_materialise(o, d) for o, d in zip(operands, ins)]
+    broadcast_shapes(*(n.shape for n in nodes))  # raise NumPy's message before building
+    return wrap(Node.make(name, nodes, arg, dtype=out))
+
+
+def _weak_value(o):
+    """What ``np.result_type`` needs to apply NEP 50: a weak Python scalar itself, or a dtype."""
+    kind = _kind(o)
+    if isinstance(o, Scalar):
+        return o.value if kind in dtypes.WEAK_TYPES else kind
+    return kind(0) if isinstance(kind, type) else kind
+
+
+def _check_integer_power(exponent) -> None:
+    value = exponent.value if isinstance(exponent, Scalar) else None
+    if value is None and isinstance(exponent, Node) and exponent.op == "const":
+        value = exponent.arg[0]
+    if value is not None and value < 0:
+        raise ValueError("Integers to negative integer powers are not allowed.")
+
+
+def unary(name: str, x) -> ndarray:
+    return apply(name, x)
+
+
+def binary(name: str, a, b) -> ndarray:
+    return apply(name, a, b)
+
+
+def as_node(x) -> Node:
+    """An operand as a node; a lone scalar becomes a 0-d array of NumPy's default dtype for it."""
+    node = operand(x)
+    return const(node.value, np.asarray(node.value).dtype) if isinstance(node, Scalar) else node
+
+
+def astype(x, dtype, copy=True) -> ndarray:
+    """``ndarray.astype``: an explicit conversion with C casting semantics, as NumPy's."""
+    node = as_node(x)
+    out = cast(node, dtypes.as_dtype(dtype))
+    if out is node and copy:
+        out = Node.make("copy", (node,), None, dtype=node.dtype)
+    return wrap(out)
+
+
+def copy(x) -> ndarray:
+    """``numpy.copy``."""
+    return astype(x, as_node(x).dtype)
+
+
+def where(condition, x=None, y=None) -> ndarray:
+    """``numpy.where`` with three arguments."""
+    if x is None or y is None:
+        raise NotImplementedError("fr.where(condition) with one argument is not supported yet")
+    return apply("where", condition, x, y)
+
+
+def clip(a, a_min=None, a_max=None) -> ndarray:
+    """``numpy.clip``; bounds out of an integer dtype's range are clamped to it, as NumPy does."""
+    if a_min is None and a_max is None:
+        raise ValueError("One of max or min must be given")
+    out = wrap(as_node(a))
+    kind = out.dtype
+    for bound, op in ((a_min, "maximum"), (a_max, "minimum")):
+        if bound is None:
+            continue
+        if isinstance(bound, int) and not isinstance(bound, bool) and dtypes.is_integer(kind):
+            info = np.iinfo(kind)
+            bound = builtins.min(builtins.max(bound, int(info.min)), int(info.max))
+        out = apply(op, out, bound)
+    return out
+
+
+def round(a, decimals=0) -> ndarray:  # noqa: A001 - NumPy's name
+    """``numpy.round``: half to even, as NumPy does."""
+    if dtypes.is_integer(_kind(operand(a))) and decimals >= 0:
+        return copy(a)
+    return apply("round", a, arg=int(decimals))
+
+
+around = round
+
+
+def array_ufunc(ufunc, method, inputs, kwargs):
+    """``ndarray.__array_ufunc__``: NumPy ufuncs called on fuseray arrays stay lazy."""
+    if kwargs.get("out") is not None:
+        raise TypeError(f"{ufunc.__name__}: out= is not supported by fuseray yet")
+    dtype = kwargs.pop("dtype", None)
+    if kwargs:
+        raise TypeError(f"{ufunc.__name__}: unsupported arguments {sorted(kwargs)}")
+    if method == "__call__":
+        name = _UFUNC_NAMES.get(ufunc.__name__, ufunc.__name__)
+        if name not in OPS:
+            return NotImplemented
+        if ufunc.nout == 2 and name == "divmod":
+            return divmod(*inputs)
+        out = apply(name, *inputs)
+        return out if dtype is None else astype(out, dtype)
+    if method == "reduce":
+        from . import reductions
+
+        reducer = reductions.UFUNC_REDUCTIONS.get(ufunc.__name__)
+        if reducer is None:
+            return NotImplemented
+        (x,) = inputs
+        return reducer(x, **({"dtype": dtype} if dtype is not None else {}))
+    return NotImplemented
+
+
+# ufunc names whose NumPy spelling differs from the op table's
+_UFUNC_NAMES = {"true_divide": "divide", "conjugate": "positive", "abs": "absolute"}
+
+
+def divmod(a, b):  # noqa: A001 - NumPy's name
+    """``numpy.divmod``: (floor_divide, remainder)."""
+    return apply("floor_divide", a, b), apply("remainder", a, b)
+
+
+def _define(name: str):
+    def fn(*args):
+        row = OPS[name]
+        if len(args) != row.arity:
+            raise TypeError(f"{name}() takes {row.arity} positional arguments, got {len(args)}")
+        return apply(name, *args)
+
+    fn.__name__ = name
+    fn.__qualname__ = name
+    fn.__doc__ = f"``numpy.{name}``, recorded lazily."
+    return fn
+
+
+# One public function per ufunc row of the op table, e.g. ``add``, ``sin``, ``logical_xor``.
+FUNCTIONS = {name: _define(name) for name in sorted(UFUNCS) if name not in ("cast", "copy")}
+SPECIAL_FUNCTIONS = {name: _define(name) for name in ("erf", "erfc", "expit", "logit")}
+globals().update(FUNCTIONS)
+ALIASES = {
+    "abs": "absolute",
+    "mod": "remainder",
+    "true_divide": "divide",
+    "pow": "power",
+    "bitwise_not": "invert",
+    "bitwise_left_shift": "left_shift",
+    "bitwise_right_shift": "right_shift",
+    "acos": "arccos",
+    "asin": "arcsin",
+    "atan": "arctan",
+    "atan2": "arctan2",
+    "acosh": "arccosh",
+    "asinh": "arcsinh",
+    "atanh": "arctanh",
+}
+globals().update({alias: FUNCTIONS[name] for alias, name in ALIASES.items()})

@@ -1,0 +1,395 @@
+"""``fr.ndarray``: the user's handle on a lazy or materialised array.
+
+Stage: front end. An ndarray holds one graph node. Operators, methods and NumPy's protocols
+(``__array_ufunc__``, ``__array_function__``, ``__array__``, ``__array_namespace__``) build new
+nodes through ``fuseray.api``; nothing runs until ``compute()`` (or a conversion that needs the
+values: ``np.asarray``, ``print``, ``bool``) hands the node to ``fuseray.runtime``.
+
+The handle is the only mutable thing in the front end: after ``compute()`` it points at a leaf
+holding the result, so later expressions start from the data instead of the old graph.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from . import dtypes
+from .graph import Buffer, Node
+
+# Lazy graphs deeper than this are computed as soon as they are built (outside @jit tracing), so a
+# Python loop that updates arrays forever runs in bounded memory and linear time.
+FLUSH_DEPTH = 2000
+
+_trace_state = threading.local()
+
+
+def tracing():
+    """The active @jit trace of this thread, or None."""
+    return getattr(_trace_state, "trace", None)
+
+
+class ndarray:
+    """A NumPy-like array whose operations are recorded, fused and compiled (``numpy.ndarray``)."""
+
+    __slots__ = ("_node", "__weakref__")
+    __array_priority__ = 100  # NumPy defers binary operators to us
+
+    def __init__(self, node: Node):
+        self._node = node
+
+    # -- metadata -----------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        _note_shape_read(self)
+        return self._node.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._node.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self._node.shape)
+
+    @property
+    def size(self) -> int:
+        _note_shape_read(self)
+        return self._node.size
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    @property
+    def itemsize(self) -> int:
+        return self.dtype.itemsize
+
+    @property
+    def T(self) -> ndarray:
+        return _shape.transpose(self)
+
+    @property
+    def mT(self) -> ndarray:
+        return _shape.swapaxes(self, -1, -2)
+
+    @property
+    def device(self):
+        from . import runtime
+
+        return runtime.device_of(self._node)
+
+    @property
+    def is_lazy(self) -> bool:
+        """True until the array's values are computed."""
+        return _leaf(self._node) is None
+
+    def __len__(self) -> int:
+        if not self._node.shape:
+            raise TypeError("len() of unsized object")
+        _note_shape_read(self)
+        return self._node.shape[0]
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    # -- evaluation and conversion ------------------------------------------------------------
+    def compute(self) -> ndarray:
+        """Evaluate the graph below this array; memoise and return the materialised array."""
+        from . import runtime
+
+        runtime.compute_arrays([self])
+        return self
+
+    def get(self) -> np.ndarray:
+        """The values as a NumPy array (``cupy.ndarray.get``)."""
+        from . import runtime
+
+        return runtime.to_numpy(self)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.get()
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def item(self, *args):
+        return self.get().item(*args)
+
+    def tolist(self):
+        return self.get().tolist()
+
+    def __bool__(self) -> bool:
+        return bool(self.get())
+
+    def __int__(self) -> int:
+        return int(self.get())
+
+    def __float__(self) -> float:
+        return float(self.get())
+
+    def __index__(self) -> int:
+        if not dtypes.is_integer(self.dtype):
+            raise TypeError("only integer scalar arrays can be converted to a scalar index")
+        return int(self.get())
+
+    def __repr__(self) -> str:
+        if tracing() is not None and self.is_lazy:
+            return f"fuseray.ndarray(traced, shape={self._node.shape}, dtype={self.dtype})"
+        text = repr(self.get())
+        return "fuseray." + text if text.startswith("array(") else text
+
+    def __str__(self) -> str:
+        return str(self.get())
+
+    def __format__(self, spec: str) -> str:
+        return format(self.get(), spec) if not self._node.shape else str(self)
+
+    # -- NumPy protocols ----------------------------------------------------------------------
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return _elementwise.array_ufunc(ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        from . import api
+
+        return api.array_function(func, types, args, kwargs)
+
+    def __array_namespace__(self, api_version=None):
+        import fuseray
+
+        return fuseray
+
+    # -- methods ------------------------------------------------------------------------------
+    def astype(self, dtype, copy=True) -> ndarray:
+        return _elementwise.astype(self, dtype, copy=copy)
+
+    def copy(self) -> ndarray:
+        return _elementwise.copy(self)
+
+    def reshape(self, *shape, order="C") -> ndarray:
+        return _shape.reshape(self, shape[0] if len(shape) == 1 else shape, order=order)
+
+    def transpose(self, *axes) -> ndarray:
+        axes = axes[0] if len(axes) == 1 and not isinstance(axes[0], int) else axes
+        return _shape.transpose(self, axes or None)
+
+    def swapaxes(self, a, b) -> ndarray:
+        return _shape.swapaxes(self, a, b)
+
+    def ravel(self, order="C") -> ndarray:
+        return _shape.ravel(self, order=order)
+
+    def flatten(self, order="C") -> ndarray:
+        return _shape.ravel(self, order=order).copy()
+
+    def squeeze(self, axis=None) -> ndarray:
+        return _shape.squeeze(self, axis)
+
+    def clip(self, min=None, max=None) -> ndarray:
+        return _elementwise.clip(self, min, max)
+
+    def round(self, decimals=0) -> ndarray:
+        return _elementwise.round(self, decimals)
+
+    def sum(self, axis=None, dtype=None, keepdims=False) -> ndarray:
+        return _reductions.sum(self, axis, dtype, keepdims=keepdims)
+
+    def prod(self, axis=None, dtype=None, keepdims=False) -> ndarray:
+        return _reductions.prod(self, axis, dtype, keepdims=keepdims)
+
+    def mean(self, axis=None, dtype=None, keepdims=False) -> ndarray:
+        return _reductions.mean(self, axis, dtype, keepdims=keepdims)
+
+    def var(self, axis=None, dtype=None, ddof=0, keepdims=False) -> ndarray:
+        return _reductions.var(self, axis, dtype, ddof=ddof, keepdims=keepdims)
+
+    def std(self, axis=None, dtype=None, ddof=0, keepdims=False) -> ndarray:
+        return _reductions.std(self, axis, dtype, ddof=ddof, keepdims=keepdims)
+
+    def max(self, axis=None, keepdims=False) -> ndarray:
+        return _reductions.max(self, axis, keepdims=keepdims)
+
+    def min(self, axis=None, keepdims=False) -> ndarray:
+        return _reductions.min(self, axis, keepdims=keepdims)
+
+    def any(self, axis=None, keepdims=False) -> ndarray:
+        return _reductions.any(self, axis, keepdims=keepdims)
+
+    def all(self, axis=None, keepdims=False) -> ndarray:
+        return _reductions.all(self, axis, keepdims=keepdims)
+
+    def argmax(self, axis=None, keepdims=False) -> ndarray:
+        return _reductions.argmax(self, axis, keepdims=keepdims)
+
+    def argmin(self, axis=None, keepdims=False) -> ndarray:
+        return _reductions.argmin(self, axis, keepdims=keepdims)
+
+    def __getitem__(self, key) -> ndarray:
+        return _shape.getitem(self, key)
+
+    def __setitem__(self, key, value):
+        raise TypeError(
+            "fuseray arrays are immutable values for now: item assignment is not supported"
+            " (use fr.where, or build a new array)"
+        )
+
+    # -- operators ----------------------------------------------------------------------------
+    def __add__(self, o):
+        return _elementwise.binary("add", self, o)
+
+    def __radd__(self, o):
+        return _elementwise.binary("add", o, self)
+
+    def __sub__(self, o):
+        return _elementwise.binary("subtract", self, o)
+
+    def __rsub__(self, o):
+        return _elementwise.binary("subtract", o, self)
+
+    def __mul__(self, o):
+        return _elementwise.binary("multiply", self, o)
+
+    def __rmul__(self, o):
+        return _elementwise.binary("multiply", o, self)
+
+    def __truediv__(self, o):
+        return _elementwise.binary("divide", self, o)
+
+    def __rtruediv__(self, o):
+        return _elementwise.binary("divide", o, self)
+
+    def __floordiv__(self, o):
+        return _elementwise.binary("floor_divide", self, o)
+
+    def __rfloordiv__(self, o):
+        return _elementwise.binary("floor_divide", o, self)
+
+    def __mod__(self, o):
+        return _elementwise.binary("remainder", self, o)
+
+    def __rmod__(self, o):
+        return _elementwise.binary("remainder", o, self)
+
+    def __divmod__(self, o):
+        return self // o, self % o
+
+    def __rdivmod__(self, o):
+        return o // self, o % self
+
+    def __pow__(self, o):
+        return _elementwise.binary("power", self, o)
+
+    def __rpow__(self, o):
+        return _elementwise.binary("power", o, self)
+
+    def __and__(self, o):
+        return _elementwise.binary("bitwise_and", self, o)
+
+    def __rand__(self, o):
+        return _elementwise.binary("bitwise_and", o, self)
+
+    def __or__(self, o):
+        return _elementwise.binary("bitwise_or", self, o)
+
+    def __ror__(self, o):
+        return _elementwise.binary("bitwise_or", o, self)
+
+    def __xor__(self, o):
+        return _elementwise.binary("bitwise_xor", self, o)
+
+    def __rxor__(self, o):
+        return _elementwise.binary("bitwise_xor", o, self)
+
+    def __lshift__(self, o):
+        return _elementwise.binary("left_shift", self, o)
+
+    def __rlshift__(self, o):
+        return _elementwise.binary("left_shift", o, self)
+
+    def __rshift__(self, o):
+        return _elementwise.binary("right_shift", self, o)
+
+    def __rrshift__(self, o):
+        return _elementwise.binary("right_shift", o, self)
+
+    def __matmul__(self, o):
+        raise TypeError("fuseray does not implement matmul: it fuses elementwise and reductions")
+
+    def __eq__(self, o):  # type: ignore[override]
+        return _elementwise.binary("equal", self, o)
+
+    def __ne__(self, o):  # type: ignore[override]
+        return _elementwise.binary("not_equal", self, o)
+
+    def __lt__(self, o):
+        return _elementwise.binary("less", self, o)
+
+    def __le__(self, o):
+        return _elementwise.binary("less_equal", self, o)
+
+    def __gt__(self, o):
+        return _elementwise.binary("greater", self, o)
+
+    def __ge__(self, o):
+        return _elementwise.binary("greater_equal", self, o)
+
+    def __neg__(self):
+        return _elementwise.unary("negative", self)
+
+    def __pos__(self):
+        return _elementwise.unary("positive", self)
+
+    def __abs__(self):
+        return _elementwise.unary("absolute", self)
+
+    def __invert__(self):
+        return _elementwise.unary("invert", self)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking and == is elementwise
+
+
+# ---------------------------------------------------------------------------------------------
+# node <-> array plumbing shared by the api modules
+# ---------------------------------------------------------------------------------------------
+
+
+def _leaf(node: Node) -> Node | None:
+    """The buffer leaf holding ``node``'s values, or None while it is unevaluated."""
+    if node.op == "buffer":
+        return node if node.arg[0].value is not None else None
+    return node._value
+
+
+def node_of(x: ndarray) -> Node:
+    """The node to build on: a computed node's data leaf rather than its old graph."""
+    node = x._node
+    leaf = _leaf(node) if node.op != "buffer" else None
+    if leaf is not None:
+        x._node = leaf
+        return leaf
+    return node
+
+
+def leaf_node(value) -> Node:
+    """A new buffer leaf over ``value`` (a NumPy or device array)."""
+    return Node.make("buffer", (), (Buffer(value), tuple(value.shape)), dtype=value.dtype)
+
+
+def wrap(node: Node) -> ndarray:
+    out = ndarray(node)
+    if node.depth > FLUSH_DEPTH and tracing() is None:
+        out.compute()
+    return out
+
+
+def _note_shape_read(x: ndarray) -> None:
+    """A trace that reads concrete sizes must be specialised on them (see jit)."""
+    trace = tracing()
+    if trace is not None:
+        trace.note_shape_read(x)
+
+
+# The api modules import this one; bind them last so that the class above is complete first.
+from .api import elementwise as _elementwise  # noqa: E402
+from .api import reductions as _reductions  # noqa: E402
+from .api import shape as _shape  # noqa: E402

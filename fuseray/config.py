@@ -1,0 +1,18 @@
+"""Run-time settings, read once from the environment and changeable in code.
+
+Stage: shared. ``fr.config.debug = True`` verifies the graph after every pass;
+``FUSERAY_DEVICE`` (``cpu`` or ``cuda``) forces where new arrays live; ``FUSERAY_CPU_BACKEND``
+(``numba`` or ``numpy``) picks the CPU executor; ``max_kernel_ops`` bounds how many ops one fused
+kernel may hold (longer chains are cut, and ``explain`` says where); ``fast_math`` lets the CUDA
+backend use approximate intrinsics (off: results match NumPy within float tolerances).
+"""
+
+from __future__ import annotations
+
+import os
+
+debug: bool = os.environ.get("FUSERAY_DEBUG", "") not in ("", "0")
+device: str | None = os.environ.get("FUSERAY_DEVICE") or None
+cpu_backend: str = os.environ.get("FUSERAY_CPU_BACKEND", "numpy")
+max_kernel_ops: int = int(os.environ.get("FUSERAY_MAX_KERNEL_OPS", "512"))
+fast_math: bool = os.environ.get("FUSERAY_FAST_MATH", "") not in ("", "0")

@@ -1,0 +1,170 @@
+"""Evaluation: from lazy arrays to values, through the optimizer, the planner and a backend.
+
+Stage: orchestration (it imports every stage; nothing below imports it except through the lazy
+hooks in ``array.py``). ``evaluate(roots, env)`` is the one path every computation takes:
+``.compute()``, ``fr.compute``, conversions, and ``@jit`` calls (which cache the plan).
+
+Where data lives: on the GPU when the CUDA backend is usable, else on the CPU, unless
+``FUSERAY_DEVICE`` / ``fr.config.device`` says otherwise. Forcing ``cuda`` without a usable GPU
+raises; the automatic choice falls back to the CPU with one message.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import config, dtypes, fusion, passes, reference, views
+from .array import leaf_node, ndarray, node_of, tracing
+from .backends import numpy as numpy_backend
+from .graph import Node, rebuild, toposort
+
+
+class CPUDevice:
+    """The host, as ``x.device`` reports it for arrays that live in main memory."""
+
+    id = -1
+
+    def __repr__(self) -> str:
+        return "cpu"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, CPUDevice) or other == "cpu"
+
+    def __hash__(self) -> int:
+        return hash("cpu")
+
+
+CPU = CPUDevice()
+_lock = threading.Lock()
+
+
+# ---------------------------------------------------------------------------------------------
+# where data lives
+# ---------------------------------------------------------------------------------------------
+
+
+def cuda_backend():
+    """The CUDA backend module when it is usable here, else None (decided once)."""
+    return None
+
+
+def use_cuda() -> bool:
+    want = config.device
+    if want == "cpu":
+        return False
+    backend = cuda_backend()
+    if want == "cuda" and backend is None:
+        raise RuntimeError(
+            "FUSERAY_DEVICE=cuda was asked for, but no usable NVIDIA GPU and driver were found"
+        )
+    return backend is not None
+
+
+def place(obj, dtype: np.dtype | None):
+    """A value for a new leaf: a copy of ``obj`` on the current device."""
+    if use_cuda():
+        return cuda_backend().place(obj, dtype)
+    if hasattr(obj, "__cuda_array_interface__") or _is_cuda_dlpack(obj):
+        raise RuntimeError("a GPU array was given, but fuseray is running on the CPU")
+    value = np.array(obj, dtype=dtype, copy=True)
+    dtypes.as_dtype(value.dtype)  # TypeError naming unsupported dtypes (object, str, complex)
+    return value
+
+
+def _is_cuda_dlpack(obj) -> bool:
+    dev = getattr(obj, "__dlpack_device__", None)
+    return dev is not None and not isinstance(obj, np.ndarray) and dev()[0] == 2
+
+
+def device_of(node: Node):
+    for n in toposort([node]):
+        if n.op == "buffer" and n.value is not None:
+            return CPU if isinstance(n.value, np.ndarray) else n.value.device
+    return cuda_backend().current_device() if use_cuda() else CPU
+
+
+def foreign_to_numpy(obj) -> np.ndarray:
+    if hasattr(obj, "__cuda_array_interface__") and cuda_backend() is not None:
+        return cuda_backend().foreign_to_numpy(obj)
+    return np.asarray(obj)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+def known_values(roots: Sequence[Node]) -> dict[Node, Node]:
+    """Computed nodes under ``roots`` mapped to the leaves that hold their values."""
+    found = {}
+    for n in toposort(roots, stop=lambda n: n._value is not None):
+        if n._value is not None:
+            found[n] = n._value
+    return found
+
+
+def prepare(roots: Sequence[Node]) -> tuple[list[Node], fusion.Plan]:
+    """Optimise and plan the graph below ``roots`` (computed parts replaced by their data)."""
+    known = known_values(roots)
+    if known:
+        roots = rebuild(roots, known)
+    optimised = passes.optimize(roots)
+    return optimised, fusion.plan(optimised)
+
+
+def execute(plan: fusion.Plan, roots: Sequence[Node], env: dict) -> list:
+    """Run ``plan`` and return the value of every root (views of stored buffers where NumPy
+    would return a view)."""
+    backend = cuda_backend() if use_cuda() else numpy_backend
+    if tracing() is not None:
+        raise RuntimeError(
+            "cannot compute values inside a function being traced by @fr.jit; return the arrays"
+            " instead"
+        )
+    backend.run(plan, env)
+    return [value_of(r, env) for r in roots]
+
+
+def value_of(root: Node, env: dict):
+    base, chain = views.movement_chain(root)
+    if base in env:
+        value = env[base]
+    elif base.op == "buffer":
+        value = base.value
+    elif base.op == "const":
+        value = reference.evaluate(base, [])
+    else:
+        raise AssertionError(f"the plan did not compute {base!r}")
+    for m in chain:
+        value = reference.evaluate(m, [value])
+    return value
+
+
+def evaluate(nodes: Sequence[Node]) -> list:
+    """Values of ``nodes``, computing what is not computed yet, with one shared plan."""
+    todo = [n for n in nodes if n.value is None]
+    if todo:
+        optimised, plan = prepare(todo)
+        values = execute(plan, optimised, {})
+        for n, v in zip(todo, values):
+            n.memoize(leaf_node(v))
+    return [n.value for n in nodes]
+
+
+def compute_arrays(arrays: Sequence[ndarray]) -> None:
+    """Compute ``arrays`` together and point each handle at its data."""
+    nodes = [node_of(a) for a in arrays]
+    evaluate(nodes)
+    for a, n in zip(arrays, nodes):
+        a._node = n._value if n.op != "buffer" else n
+
+
+def to_numpy(a: ndarray) -> np.ndarray:
+    """A NumPy copy of ``a``'s values: fuseray arrays are values, so the copy is the caller's."""
+    (value,) = evaluate([node_of(a)])
+    if isinstance(value, np.ndarray):
+        return np.array(value, copy=True)
+    return cuda_backend().to_numpy(value)
