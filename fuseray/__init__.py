@@ -11,6 +11,9 @@ from .api import NAMESPACE as _NAMESPACE
 from .api import elementwise as _elementwise
 from .array import ndarray  # noqa: F401
 from .dtypes import SUPPORTED as _SUPPORTED
+from .explain import explain, show_graph  # noqa: F401
+from .jit import jit  # noqa: F401
+from .runtime import compute, get_array_module  # noqa: F401
 
 globals().update(_NAMESPACE)
 special = type("special", (), {k: staticmethod(v)

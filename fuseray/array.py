@@ -382,11 +382,11 @@ def wrap(node: Node) -> ndarray:
     return out
 
 
-def _note_shape_read(x: ndarray) -> None:
+def _note_shape_read(x: ndarray | None = None) -> None:
     """A trace that reads concrete sizes must be specialised on them (see jit)."""
     trace = tracing()
     if trace is not None:
-        trace.note_shape_read(x)
+        trace.note_shape_read()
 
 
 # The api modules import this one; bind them last so that the class above is complete first.

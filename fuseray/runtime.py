@@ -170,3 +170,16 @@ def to_numpy(a: ndarray) -> np.ndarray:
     if isinstance(value, np.ndarray):
         return np.array(value, copy=True)
     return cuda_backend().to_numpy(value)
+
+
+def compute(*arrays: ndarray):
+    """Evaluate several lazy arrays with one shared plan (``dask.compute``-style); returns them."""
+    compute_arrays(arrays)
+    return arrays[0] if len(arrays) == 1 else arrays
+
+
+def get_array_module(*args):
+    """``cupy.get_array_module``: fuseray if any argument is a fuseray array, else numpy."""
+    import fuseray
+
+    return fuseray if any(isinstance(a, ndarray) for a in args) else np

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dtypes
-from ..array import leaf_node, ndarray, wrap
+from ..array import _note_shape_read, leaf_node, ndarray, wrap
 from ..graph import Node
 from .elementwise import astype, const
 from .shape import _shape_arg
@@ -78,6 +78,8 @@ def _like(a, fill, dtype, shape):
     from .elementwise import as_node
 
     node = as_node(a)
+    if shape is None:
+        _note_shape_read()  # a traced graph that copies a shape is specialised on it
     return full(node.shape if shape is None else shape, fill, node.dtype if dtype is None else dtype)
 
 

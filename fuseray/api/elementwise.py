@@ -9,14 +9,15 @@ not fit, shapes that do not broadcast) are raised here, at the line that caused 
 from __future__ import annotations
 
 import builtins
+import functools
 import math
 
 import numpy as np
 
 from .. import dtypes
-from ..array import leaf_node, ndarray, node_of, tracing, wrap
+from ..array import ndarray, node_of, wrap
 from ..graph import Node, broadcast_shapes
-from ..ops import COMPARISONS, OPS, UFUNCS, Dtype
+from ..ops import COMPARISONS, OPS, UFUNCS, Dtype, Kind
 
 
 class Scalar:
@@ -37,21 +38,22 @@ def operand(x):
         return x
     if isinstance(x, (bool, int, float, complex, np.generic)):
         return Scalar(x)
-    trace = tracing()
-    if trace is not None:
-        return trace.capture(x)
     from .creation import asarray
 
     return node_of(asarray(x))
 
 
-def const(value, dtype: np.dtype) -> Node:
-    """A 0-d constant of ``dtype``; ``value`` is stored as the Python scalar of that dtype."""
+def const(value, dtype: np.dtype, weak: bool = False) -> Node:
+    """A 0-d constant of ``dtype``; ``value`` is stored as the Python scalar of that dtype.
+
+    ``weak`` marks a constant that came from a Python scalar, so that arithmetic on such scalars
+    alone stays weakly typed (NEP 50), as it does in Python.
+    """
     dtype = dtypes.as_dtype(dtype)
     py = np.asarray(value).astype(dtype).item()
     if isinstance(py, float) and math.isnan(py):
         py = math.nan  # one spelling of NaN, so equal constants share a node
-    return Node.make("const", (), (py, dtype.str), dtype=dtype)
+    return Node.make("const", (), (py, dtype.str, weak), dtype=dtype)
 
 
 def cast(node: Node, dtype: np.dtype) -> Node:
@@ -63,9 +65,27 @@ def cast(node: Node, dtype: np.dtype) -> Node:
 def _kind(x):
     if isinstance(x, Scalar):
         return x.kind
-    if x.op == "param" and x.arg[1] is not None:
-        return x.arg[1]  # a weak scalar parameter of a jit trace
-    return x.dtype
+    weak = weak_kind(x)
+    return x.dtype if weak is None else weak
+
+
+@functools.lru_cache(maxsize=4096)
+def weak_kind(node: Node):
+    """``int``/``float`` for a 0-d value computed only from Python scalars (a @jit scalar
+    parameter, or constants made from Python scalars), else None."""
+    if node.shape != ():
+        return None
+    if node.op == "param":
+        return node.arg[1]
+    if node.op == "const":
+        weak = node.arg[2]
+    else:
+        weak = node.kind is Kind.ELEMENTWISE and bool(node.src) and all(
+            weak_kind(s) is not None for s in node.src
+        )
+    if not weak:
+        return None
+    return float if node.dtype.kind == "f" else int if node.dtype.kind in "iu" else None
 
 
 def _materialise(x, dtype: np.dtype) -> Node:
@@ -73,7 +93,7 @@ def _materialise(x, dtype: np.dtype) -> Node:
     if isinstance(x, Scalar):
         if x.kind is int:
             dtypes.check_weak_int(x.value, dtype)
-        return const(x.value, dtype)
+        return const(x.value, dtype, weak=x.kind in dtypes.WEAK_TYPES)
     return cast(x, dtype)
 
 

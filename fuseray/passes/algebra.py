@@ -30,7 +30,7 @@ def is_uniform(node: Node) -> bool:
 
 
 def broadcast_const(value, dtype, shape) -> Node:
-    c = Node.make("const", (), (value, np.dtype(dtype).str), dtype=dtype)
+    c = Node.make("const", (), (value, np.dtype(dtype).str, False), dtype=dtype)
     return c if not shape else Node.make("expand", (c,), tuple(shape))
 
 

@@ -1,0 +1,309 @@
+"""Current device and current stream, per thread, with CuPy's semantics.
+
+Stage: backend, above ``driver.py``. Everything that enqueues GPU work (kernel launches, copies,
+allocations) asks ``get_current_stream()`` unless it is handed a stream explicitly.
+
+Invariants:
+
+* The current device is the device of the thread's current CUDA context, as ``cudaGetDevice``
+  defines it (0 when the thread has none). ``Device.use()`` is ``cudaSetDevice``; ``with
+  Device(i):`` restores the previous context on exit. fuseray, PyTorch and CuPy therefore always
+  agree on which device is current.
+* The current stream is kept per thread *and* per device. The default is the device's legacy
+  default stream (handle 0), as in CuPy and PyTorch: it orders fuseray's work after other
+  libraries' default-stream work without any explicit synchronisation. Choose a ``Stream`` with
+  ``with stream:`` to overlap work.
+* A ``Stream`` owns its CUDA stream and destroys it when garbage collected; ``ExternalStream`` and
+  the default streams own nothing.
+* Interop stream integers follow ``__cuda_array_interface__`` v3 and DLPack: 1 is the legacy
+  default stream, 2 the per-thread default stream, anything larger a ``CUstream`` address; 0 is
+  ambiguous there and is never emitted.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from fuseray.backends.cuda import driver
+from fuseray.backends.cuda.driver import ContextScope, check, cu
+
+__all__ = [
+    "Device",
+    "ExternalStream",
+    "Stream",
+    "as_stream",
+    "default_stream",
+    "get_current_device",
+    "get_current_stream",
+    "stream_wait",
+]
+
+LEGACY_STREAM = 1  # CU_STREAM_LEGACY
+PER_THREAD_STREAM = 2  # CU_STREAM_PER_THREAD
+
+_local = threading.local()
+
+
+def _context_stack() -> list:
+    try:
+        return _local.contexts
+    except AttributeError:
+        _local.contexts = stack = []
+        return stack
+
+
+def _stream_stack() -> list:
+    try:
+        return _local.stream_stack
+    except AttributeError:
+        _local.stream_stack = stack = []
+        return stack
+
+
+def _current_streams() -> dict[int, BaseStream]:
+    try:
+        return _local.streams
+    except AttributeError:
+        _local.streams = streams = {}
+        return streams
+
+
+def _device_id(device: int | Device | None) -> int:
+    # Hot path: launch code passes the int id of its arrays' device.
+    return device if type(device) is int else Device(device).id
+
+
+def get_current_device() -> Device:
+    """The calling thread's current device (``cupy.cuda.Device()``)."""
+    return Device(driver.current_device())
+
+
+class Device:
+    """A CUDA device; ``with Device(i):`` makes it current for the block (``cupy.cuda.Device``).
+
+    ``Device()`` is the current device. Compares equal to another ``Device`` with the same id.
+    """
+
+    __slots__ = ("id",)
+
+    def __init__(self, device: int | Device | None = None) -> None:
+        if device is None:
+            self.id = driver.current_device()
+        else:
+            self.id = int(device.id if isinstance(device, Device) else device)
+
+    def use(self) -> None:
+        """Make this device current for the calling thread (``cudaSetDevice``)."""
+        driver.set_current_device(self.id)
+
+    def __enter__(self) -> Device:
+        # Save the raw context, not a device id: the thread may have had none, or a context that
+        # is not a primary one, and either must be restored exactly.
+        previous = driver.current_context()
+        self.use()
+        _context_stack().append(previous)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        previous = _context_stack().pop()
+        check(cu.cuCtxSetCurrent(previous), "cuCtxSetCurrent")
+
+    def synchronize(self) -> None:
+        """Wait for all work on this device (``cudaDeviceSynchronize``)."""
+        with ContextScope(self.id):
+            check(cu.cuCtxSynchronize(), "cuCtxSynchronize")
+
+    @property
+    def props(self) -> driver.DeviceProps:
+        return driver.device_props(self.id)
+
+    @property
+    def compute_capability(self) -> tuple[int, int]:
+        """``(major, minor)``, e.g. ``(9, 0)`` for an H100."""
+        return self.props.compute_capability
+
+    @property
+    def arch(self) -> str:
+        """NVRTC target for this device, e.g. ``"sm_90"``."""
+        return self.props.arch
+
+    def __index__(self) -> int:
+        return self.id
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Device) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(("cuda-device", self.id))
+
+    def __repr__(self) -> str:
+        return f"<CUDA Device {self.id}>"
+
+
+class BaseStream:
+    """What every stream kind shares: a handle, its device, and current-stream switching.
+
+    ``handle`` is the ``CUstream`` to pass to driver calls; ``ptr`` is the same as an int.
+    """
+
+    __slots__ = ("__weakref__", "device_id", "handle", "ptr")
+
+    def __init__(self, handle_int: int, device_id: int) -> None:
+        self.ptr = handle_int
+        self.handle = cu.CUstream(handle_int)
+        self.device_id = device_id
+
+    @property
+    def interop_id(self) -> int:
+        """This stream as a CAI/DLPack integer (legacy default stream = 1)."""
+        return LEGACY_STREAM if self.ptr == 0 else self.ptr
+
+    def use(self) -> BaseStream:
+        """Make this the current stream of its device for the calling thread."""
+        _current_streams()[self.device_id] = self
+        return self
+
+    def __enter__(self) -> BaseStream:
+        device = Device(self.device_id)
+        device.__enter__()
+        streams = _current_streams()
+        _stream_stack().append(streams.get(self.device_id))
+        streams[self.device_id] = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        previous = _stream_stack().pop()
+        streams = _current_streams()
+        if previous is None:
+            streams.pop(self.device_id, None)
+        else:
+            streams[self.device_id] = previous
+        Device(self.device_id).__exit__()
+
+    def synchronize(self) -> None:
+        """Block until all work queued on this stream has finished."""
+        with ContextScope(self.device_id):
+            check(cu.cuStreamSynchronize(self.handle), "cuStreamSynchronize")
+
+    def __cuda_stream__(self) -> tuple[int, int]:
+        """CUDA stream protocol (version 0, handle as int)."""
+        return (0, self.ptr)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, BaseStream)
+            and other.ptr == self.ptr
+            and other.device_id == self.device_id
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.ptr, self.device_id))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.ptr:#x} on device {self.device_id}>"
+
+
+class Stream(BaseStream):
+    """A new CUDA stream on the current (or given) device (``cupy.cuda.Stream``).
+
+    ``non_blocking=True`` creates a stream that does not synchronise with the legacy default
+    stream. The stream is destroyed when this object is garbage collected; queued work still runs.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, non_blocking: bool = False, device: int | Device | None = None) -> None:
+        device_id = _device_id(device)
+        flags = cu.CUstream_flags.CU_STREAM_NON_BLOCKING if non_blocking else 0
+        with ContextScope(device_id):
+            handle = check(cu.cuStreamCreate(flags), "cuStreamCreate")
+        super().__init__(int(handle), device_id)
+
+    def __del__(self) -> None:
+        # At interpreter shutdown the process exit releases every CUDA resource; calling into the
+        # driver from a half-torn-down interpreter is what must not happen.
+        if sys.is_finalizing() or not hasattr(self, "ptr"):
+            return
+        with ContextScope(self.device_id):
+            check(cu.cuStreamDestroy(self.handle), "cuStreamDestroy")
+
+
+class ExternalStream(BaseStream):
+    """A stream created elsewhere (PyTorch, CuPy, JAX, C code), by handle (``cupy.cuda.
+    ExternalStream``). Owns nothing; the creator must keep the stream alive while fuseray uses it.
+
+    ``device`` defaults to the current device. Handles 0 and 1 are the legacy default stream, 2 the
+    per-thread default stream.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, ptr: int, device: int | Device | None = None) -> None:
+        ptr = int(ptr)
+        super().__init__(0 if ptr == LEGACY_STREAM else ptr, _device_id(device))
+
+
+_default_streams: dict[int, BaseStream] = {}
+
+
+def default_stream(device: int | Device | None = None) -> BaseStream:
+    """The legacy default stream (handle 0) of ``device`` (default: the current device)."""
+    device_id = _device_id(device)
+    stream = _default_streams.get(device_id)
+    if stream is None:
+        stream = _default_streams.setdefault(device_id, ExternalStream(0, device_id))
+    return stream
+
+
+def get_current_stream(device: int | Device | None = None) -> BaseStream:
+    """The calling thread's current stream on ``device`` (``cupy.cuda.get_current_stream``).
+
+    Defaults to the device's legacy default stream.
+    """
+    device_id = _device_id(device)
+    stream = _current_streams().get(device_id)
+    return stream if stream is not None else default_stream(device_id)
+
+
+def as_stream(obj: object = None, device: int | Device | None = None) -> BaseStream:
+    """Coerce ``obj`` to a fuseray stream.
+
+    Accepts None (the current stream), fuseray streams, anything implementing ``__cuda_stream__``
+    (PyTorch and CuPy streams, cuda.core), or a raw ``CUstream`` handle as an int. ``device`` is
+    where foreign handles live (default: the current device).
+    """
+    if obj is None:
+        return get_current_stream(device)
+    if isinstance(obj, BaseStream):
+        return obj
+    protocol = getattr(obj, "__cuda_stream__", None)
+    if protocol is not None:
+        version, handle = protocol()
+        if version != 0:
+            raise TypeError(f"unsupported __cuda_stream__ version {version} from {obj!r}")
+        return ExternalStream(handle, device)
+    if isinstance(obj, int) and not isinstance(obj, bool):
+        return ExternalStream(obj, device)
+    if isinstance(obj, cu.CUstream):
+        return ExternalStream(int(obj), device)
+    raise TypeError(f"cannot use {type(obj).__name__} as a CUDA stream")
+
+
+def stream_wait(waiter: BaseStream, producer: BaseStream) -> None:
+    """Order all later work on ``waiter`` after the work queued on ``producer`` so far.
+
+    A no-op when they are the same stream. Uses a timing-free event, released immediately: the
+    wait captures the event's state when it is enqueued.
+    """
+    if waiter.ptr == producer.ptr and waiter.device_id == producer.device_id:
+        return
+    with ContextScope(producer.device_id):
+        flags = cu.CUevent_flags.CU_EVENT_DISABLE_TIMING
+        event = check(cu.cuEventCreate(flags), "cuEventCreate")
+        try:
+            check(cu.cuEventRecord(event, producer.handle), "cuEventRecord")
+            with ContextScope(waiter.device_id):
+                check(cu.cuStreamWaitEvent(waiter.handle, event, 0), "cuStreamWaitEvent")
+        finally:
+            check(cu.cuEventDestroy(event), "cuEventDestroy")

@@ -1,0 +1,311 @@
+"""``@fr.jit``: trace a function once, then run its cached plan on every call.
+
+Stage: entry point (uses the front end to trace, the runtime to plan and execute).
+
+A call binds its arguments, flattens nested tuples/lists/dicts into leaves, and builds a *trace
+key* from what the graph's structure depends on: dtypes, ranks, layout class, Python scalar kinds
+and static arguments, never sizes. A trace holds the graph the function recorded over placeholder
+leaves. Calling with new sizes does not call the function again: the traced graph is rebuilt over
+placeholders of the new shapes (``graph.rebuild`` re-infers every shape), planned, and cached per
+exact shapes; kernels are shape-polymorphic, so nothing recompiles either. A function that reads
+concrete sizes while tracing (``x.shape``, ``len(x)``, ``zeros_like``) gets traces specialised on
+exact shapes instead, since its graph may depend on them.
+
+Python scalars become run-time parameters with NEP 50's weak typing, so a new scalar value neither
+retraces nor changes result dtypes. Thread-safe: traces and plans are built under a lock; calls
+only read them.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import dtypes, runtime
+from .array import _trace_state, leaf_node, ndarray, node_of, wrap
+from .graph import Buffer, Node, rebuild
+
+# ---------------------------------------------------------------------------------------------
+# pytrees: nested tuples, lists and dicts
+# ---------------------------------------------------------------------------------------------
+
+
+def flatten(tree) -> tuple[list, object]:
+    """Leaves in order and a hashable description of the containers around them."""
+    leaves: list = []
+
+    def walk(x):
+        if isinstance(x, (tuple, list)):
+            return (type(x).__name__, tuple(walk(v) for v in x))
+        if isinstance(x, dict):
+            keys = tuple(sorted(x, key=repr))
+            return ("dict", keys, tuple(walk(x[k]) for k in keys))
+        leaves.append(x)
+        return None
+
+    return leaves, walk(tree)
+
+
+def unflatten(treedef, leaves: Sequence):
+    it = iter(leaves)
+
+    def build(d):
+        if d is None:
+            return next(it)
+        if d[0] == "dict":
+            return {k: build(v) for k, v in zip(d[1], d[2])}
+        items = [build(v) for v in d[1]]
+        return tuple(items) if d[0] == "tuple" else items
+
+    return build(treedef)
+
+
+# ---------------------------------------------------------------------------------------------
+# leaves of a call
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_scalar(x) -> bool:
+    return isinstance(x, (bool, int, float, np.generic)) and not isinstance(x, np.ndarray)
+
+
+def _array_value(x):
+    """The data of an array argument: NumPy arrays are used in place (a call does not outlive
+    its arguments); other inputs go through ``fr.asarray`` once."""
+    if isinstance(x, ndarray):
+        node = node_of(x)
+        if node.op != "buffer":
+            x.compute()
+            node = node_of(x)
+        return node.value
+    if isinstance(x, np.ndarray) and not runtime.use_cuda():
+        dtypes.as_dtype(x.dtype)
+        return x
+    from .api.creation import asarray
+
+    return node_of(asarray(x)).value
+
+
+def _layout(value) -> str:
+    flags = getattr(value, "flags", None)
+    if flags is not None:
+        return "C" if flags["C_CONTIGUOUS"] else "S"
+    return "C" if getattr(value, "is_c_contiguous", lambda: True)() else "S"
+
+
+def _spec(x):
+    """The part of a leaf's description that the trace depends on."""
+    if _is_scalar(x):
+        kind = dtypes.scalar_kind(x)
+        return ("scalar", kind.__name__ if isinstance(kind, type) else kind.str)
+    return ("array", x.dtype.str, len(x.shape), _layout(x))
+
+
+# ---------------------------------------------------------------------------------------------
+# traces
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Trace:
+    """What one tracing call recorded: a graph over placeholders, and how to rebuild outputs."""
+
+    placeholders: list[Node | None]  # one per dynamic leaf: buffer placeholder or param node
+    outputs: list  # Node for array outputs, the Python value otherwise
+    out_tree: object
+    shapes: tuple  # the shapes it was traced with
+    shape_dependent: bool = False
+    labels: dict[Node, str] = field(default_factory=dict)
+
+    def note_shape_read(self) -> None:
+        self.shape_dependent = True
+
+
+@dataclass
+class Instance:
+    """A trace planned for exact shapes: everything a call needs, precomputed."""
+
+    placeholders: list[Node | None]
+    roots: list[Node]  # optimised roots, one per array output
+    plan: object
+    out_slots: list[int | None]  # output i -> index into roots, or None (a non-array output)
+
+
+class Jitted:
+    """A function compiled by ``fr.jit``; call it like the function."""
+
+    def __init__(self, fn: Callable, static_argnames=(), static_argnums=()):
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.signature = inspect.signature(fn)
+        names = list(self.signature.parameters)
+        static = set(static_argnames if not isinstance(static_argnames, str)
+                     else (static_argnames,))
+        for i in (static_argnums if not isinstance(static_argnums, int) else (static_argnums,)):
+            static.add(names[i])
+        self.static = frozenset(static)
+        self._traces: dict = {}
+        self._instances: dict = {}
+        self._lock = threading.RLock()
+        self.trace_count = 0  # how often fn itself was called (tests: a new size must not retrace)
+
+    # -- binding ------------------------------------------------------------------------------
+    def _bind(self, args, kwargs):
+        bound = self.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        names, values, static = [], [], []
+        for name, value in bound.arguments.items():
+            if name in self.static:
+                try:
+                    hash(value)
+                except TypeError:
+                    raise TypeError(f"static argument {name!r} must be hashable") from None
+                static.append((name, value))
+            else:
+                names.append(name)
+                values.append(value)
+        leaves, tree = flatten(tuple(values))
+        leaves = [x if _is_scalar(x) or x is None or isinstance(x, str) else _array_value(x)
+                  for x in leaves]
+        return (bound, names), leaves, tree, tuple(static)
+
+    def _key(self, leaves, tree, static):
+        specs = tuple(_spec(x) if x is not None and not isinstance(x, str) else ("const", x)
+                      for x in leaves)
+        return (tree, specs, static)
+
+    # -- tracing ------------------------------------------------------------------------------
+    def _trace(self, bound_names, leaves, tree) -> Trace:
+        bound, names = bound_names
+        placeholders: list[Node | None] = []
+        traced_leaves = []
+        labels = {}
+        leaf_names = _leaf_names(names, tree)
+        for i, x in enumerate(leaves):
+            if x is None or isinstance(x, str):
+                placeholders.append(None)
+                traced_leaves.append(x)
+                continue
+            if _is_scalar(x):
+                kind = dtypes.scalar_kind(x)
+                weak = kind if isinstance(kind, type) else None
+                dtype = np.dtype(np.asarray(x).dtype) if weak is None else (
+                    np.dtype(np.int64) if kind is int else np.dtype(np.float64))
+                node = Node.make("param", (), (i, weak), dtype=dtype)
+            else:
+                node = Node.make("buffer", (), (Buffer(None), tuple(x.shape)), dtype=x.dtype)
+            placeholders.append(node)
+            labels[node] = leaf_names[i]
+            traced_leaves.append(ndarray(node))
+        call_args = dict(bound.arguments)
+        call_args.update(zip(names, unflatten(tree, traced_leaves)))
+        trace = Trace(placeholders, [], None, tuple(getattr(x, "shape", None) for x in leaves),
+                      labels=labels)
+        prev = getattr(_trace_state, "trace", None)
+        _trace_state.trace = trace
+        try:
+            self.trace_count += 1
+            result = self.fn(**call_args)
+        finally:
+            _trace_state.trace = prev
+        outs, trace.out_tree = flatten(result)
+        trace.outputs = [node_of(o) if isinstance(o, ndarray) else o for o in outs]
+        return trace
+
+    # -- instances ----------------------------------------------------------------------------
+    def _instance(self, trace: Trace, leaves) -> Instance:
+        mapping = {}
+        for p, x in zip(trace.placeholders, leaves):
+            if p is not None and p.op == "buffer" and tuple(x.shape) != p.shape:
+                mapping[p] = Node.make("buffer", (), (Buffer(None), tuple(x.shape)), dtype=p.dtype)
+        placeholders = [mapping.get(p, p) for p in trace.placeholders]
+        array_outs = [o for o in trace.outputs if isinstance(o, Node)]
+        roots = rebuild(array_outs, mapping) if mapping else array_outs
+        optimised, plan = runtime.prepare(roots)
+        slots, k = [], 0
+        for o in trace.outputs:
+            slots.append(k if isinstance(o, Node) else None)
+            k += isinstance(o, Node)
+        return Instance(placeholders, optimised, plan, slots)
+
+    def lower(self, *args, **kwargs) -> tuple[Trace, Instance, list]:
+        """The trace and planned instance a call with these arguments runs (no execution)."""
+        bound, leaves, tree, static = self._bind(args, kwargs)
+        key = self._key(leaves, tree, static)
+        shapes = tuple(getattr(x, "shape", None) for x in leaves)
+        inst = self._instances.get((key, shapes))
+        trace = self._traces.get(key) or self._traces.get((key, shapes))
+        if inst is not None and trace is not None:
+            return trace, inst, leaves
+        with self._lock:
+            trace = self._traces.get(key) or self._traces.get((key, shapes))
+            if trace is None:
+                trace = self._trace(bound, leaves, tree)
+                self._traces[(key, shapes) if trace.shape_dependent else key] = trace
+            try:
+                inst = self._instance(trace, leaves)
+            except (ValueError, IndexError):
+                # the graph does not hold at these sizes: let the function itself decide
+                trace = self._trace(bound, leaves, tree)
+                trace.shape_dependent = True
+                self._traces[(key, shapes)] = trace
+                inst = self._instance(trace, leaves)
+            self._instances[(key, shapes)] = inst
+        return trace, inst, leaves
+
+    def __call__(self, *args, **kwargs):
+        trace, inst, leaves = self.lower(*args, **kwargs)
+        env = {}
+        for p, x in zip(inst.placeholders, leaves):
+            if p is not None:
+                env[p] = np.asarray(x, dtype=p.dtype) if p.op == "param" else x
+        values = runtime.execute(inst.plan, inst.roots, env)
+        outs = [o if slot is None else wrap(leaf_node(values[slot]))
+                for o, slot in zip(trace.outputs, inst.out_slots)]
+        return unflatten(trace.out_tree, outs)
+
+    def explain(self, *args, **kwargs) -> str:
+        """Print and return the kernels a call with these arguments runs (``fr.explain``)."""
+        from .explain import describe
+
+        trace, inst, _ = self.lower(*args, **kwargs)
+        text = describe(inst.plan, labels=trace.labels)
+        print(text)
+        return text
+
+
+def _leaf_names(names: list[str], tree) -> list[str]:
+    """A readable name for every leaf: the argument's name, with an index path when nested."""
+    out: list[str] = []
+
+    def walk(d, path):
+        if d is None:
+            out.append(path)
+        elif d[0] == "dict":
+            for k, v in zip(d[1], d[2]):
+                walk(v, f"{path}[{k!r}]")
+        else:
+            for i, v in enumerate(d[1]):
+                walk(v, f"{path}[{i}]")
+
+    for name, d in zip(names, tree[1]):
+        walk(d, name)
+    return out
+
+
+def jit(fn: Callable | None = None, *, static_argnames=(), static_argnums=()):
+    """Compile ``fn``: trace it with lazy arrays once, then run its fused plan on each call.
+
+    Like ``jax.jit``: arguments may be nested tuples, lists and dicts of arrays (fuseray, NumPy,
+    or GPU arrays of other libraries) and Python scalars; ``static_argnames`` are passed through
+    as Python values and become part of the cache key.
+    """
+    if fn is None:
+        return functools.partial(jit, static_argnames=static_argnames,
+                                 static_argnums=static_argnums)
+    return Jitted(fn, static_argnames, static_argnums)
