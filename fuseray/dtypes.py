@@ -53,7 +53,7 @@ def as_dtype(dtype) -> np.dtype:
         dt = dt.newbyteorder("=")
     if dt not in SUPPORTED:
         kind = "complex " if dt.kind == "c" else ""
-        raise TypeError(f"fuseray does not support {kind}dtype {dt.name!r} (yet)")
+        raise TypeError(f"fuseray does not support {kind}dtype {str(dt)!r} (yet)")
     return dt
 
 

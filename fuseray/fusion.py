@@ -49,7 +49,7 @@ class Kernel:
     kind: str  # "elementwise" | "reduce" | "row"
     space: tuple[int, ...]  # the full iteration space S
     axes: tuple[int, ...]  # reduced axes of S; () for an elementwise kernel
-    nodes: tuple[Node, ...]  # everything evaluated in the kernel, sources first
+    nodes: tuple[Node, ...]  # everything the kernel reads or evaluates, sources first
     inputs: tuple[Node, ...]  # materialised nodes whose buffers the kernel reads
     stores: tuple[Store, ...]
     reductions: tuple[Node, ...]
@@ -66,7 +66,9 @@ class Kernel:
 
     def ops(self) -> list[str]:
         """The computing ops fused here (not loads, constants or re-addressing)."""
-        return [n.op for n in self.nodes if n.kind in (Kind.ELEMENTWISE, Kind.REDUCE)]
+        inputs = set(self.inputs)
+        return [n.op for n in self.nodes
+                if n.kind in (Kind.ELEMENTWISE, Kind.REDUCE) and n not in inputs]
 
     def bytes_moved(self) -> int:
         """The fewest bytes this kernel must move: each input read once, each output written."""
@@ -131,6 +133,7 @@ class Group:
     row: list[Node] = field(default_factory=list)  # row-level values to store (epilogues)
     deps: set[int] = field(default_factory=set)
     region: tuple[Node, View] | None = None  # join piece: (target, region)
+    closed: bool = False  # holds a value cut at the op limit: takes nothing more
 
     @property
     def n_rows(self) -> int:
@@ -192,6 +195,8 @@ class Planner:
 
     def try_join(self, g: Group, value: Node, c: Cone, level: str) -> bool:
         """Can ``g`` compute ``value`` (whose cone is ``c``) at ``level``?"""
+        if g.closed:
+            return False
         for base, head in c.reads:
             if base in self.materialised:
                 dep = self.owner.get(base)
@@ -254,7 +259,8 @@ class Planner:
             else:
                 g = self.new_group(e.shape, ())
             self.group_of[e] = g
-        self.settle_reads(g, c, "read by a kernel that cannot compute it")
+        self.settle_reads(g, c, "a reduction result (or a value computed from one) read in a"
+                                " layout that is not a broadcast over its own rows")
         self.materialised.add(e)
         self.owner[e] = g
         self.splits.setdefault(e, reason)
@@ -308,9 +314,10 @@ class Planner:
                         self.group_of[n] = home
                 # bound the ops in one kernel: materialise a value whose inlined cone is too big
                 cost[n] = 1 + sum(cost.get(s, 0) for s in n.src if s not in self.materialised)
-                if cost[n] > limit:
+                if cost[n] >= limit:
                     self.materialise(n, f"op limit: a kernel holds at most {limit} ops"
                                         " (fr.config.max_kernel_ops)")
+                    self.owner[n].closed = True
         for r in self.roots:
             base, _ = movement_chain(r)
             self.materialise(base, "graph output" if base is r else "graph output (as a view)")

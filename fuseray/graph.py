@@ -57,7 +57,8 @@ class Buffer:
 
 
 class Node:
-    __slots__ = ("op", "dtype", "shape", "src", "arg", "key", "depth", "_value", "__weakref__")
+    __slots__ = ("op", "dtype", "shape", "src", "arg", "key", "depth", "_hash", "_value",
+                 "__weakref__")
 
     op: str
     dtype: np.dtype
@@ -68,6 +69,7 @@ class Node:
     def __init__(self, op, dtype, shape, src, arg, key, depth):
         self.op, self.dtype, self.shape, self.src, self.arg = op, dtype, shape, src, arg
         self.key, self.depth, self._value = key, depth, None
+        self._hash = hash(key)
 
     @staticmethod
     def make(op: str, src: Sequence[Node] = (), arg=None, dtype=None) -> Node:
@@ -92,7 +94,7 @@ class Node:
     __eq__ = object.__eq__
 
     def __hash__(self) -> int:
-        return hash(self.key)
+        return self._hash
 
     @property
     def row(self) -> OpDef:

@@ -202,15 +202,15 @@ class Jitted:
             placeholders.append(node)
             labels[node] = leaf_names[i]
             traced_leaves.append(ndarray(node))
-        call_args = dict(bound.arguments)
-        call_args.update(zip(names, unflatten(tree, traced_leaves)))
+        call = inspect.BoundArguments(self.signature, dict(bound.arguments))
+        call.arguments.update(zip(names, unflatten(tree, traced_leaves)))
         trace = Trace(placeholders, [], None, tuple(getattr(x, "shape", None) for x in leaves),
                       labels=labels)
         prev = getattr(_trace_state, "trace", None)
         _trace_state.trace = trace
         try:
             self.trace_count += 1
-            result = self.fn(**call_args)
+            result = self.fn(*call.args, **call.kwargs)
         finally:
             _trace_state.trace = prev
         outs, trace.out_tree = flatten(result)

@@ -138,7 +138,7 @@ def execute(plan: fusion.Plan, roots: Sequence[Node], env: dict) -> list:
 
 
 def value_of(root: Node, env: dict):
-    return root.value if root.op == "buffer" else env[root]
+    return env[root] if root in env else root.value
 
 
 def _needs_copy(node: Node) -> bool:

@@ -1,0 +1,141 @@
+"""The fusion plan: how many kernels the benchmark workloads and long traces take, and why."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fuseray as fr
+from fuseray import config
+from fuseray.array import FLUSH_DEPTH
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import workloads  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("reference_backend")
+
+
+def plan_of(fn, *args):
+    _, inst, _ = fr.jit(fn).lower(*args)
+    return inst.plan
+
+
+@pytest.mark.parametrize("name,kinds", [
+    ("triad", ["elementwise"]), ("chain20", ["elementwise"]), ("gelu", ["elementwise"]),
+    ("black_scholes", ["elementwise"]), ("sumsq", ["reduce"]), ("softmax", ["row"]),
+    ("layernorm", ["row"]), ("colsum", ["reduce"]),
+])
+def test_benchmark_workloads_are_one_kernel(name, kinds):
+    rng = np.random.default_rng(0)
+    args = workloads.inputs(name, 4096, rng)
+    fn = workloads.WORKLOADS[name]
+    plan = plan_of(lambda *a: fn(fr, *a), *args)
+    assert [k.kind for k in plan.kernels] == kinds
+    assert not [why for n, why in plan.splits.items() if not why.startswith("graph output")]
+    # and the one kernel computes NumPy's answer
+    got = fr.jit(lambda *a: fn(fr, *a))(*args)
+    want = fn(np, *(a.astype(np.float64) for a in args))
+    for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple)
+                    else (want,)):
+        np.testing.assert_allclose(g.get(), w, rtol=2e-4, atol=2e-4)
+
+
+def test_black_scholes_writes_both_outputs_from_one_kernel():
+    args = workloads.inputs("black_scholes", 1000, np.random.default_rng(1))
+    plan = plan_of(lambda *a: workloads.black_scholes(fr, *a), *args)
+    (k,) = plan.kernels
+    assert len(k.stores) == 2 and len(k.inputs) == 3
+    assert k.bytes_moved() == 20 * 1000
+
+
+def test_layernorm_row_kernel_keeps_per_row_values_per_row():
+    m, g = workloads.inputs("layernorm", 64 * 1024, np.random.default_rng(2))
+    (k,) = plan_of(lambda m, g: workloads.layernorm(fr, m, g), m, g).kernels
+    assert k.axes == (1,) and k.space == m.shape and len(k.reductions) == 2
+    sqrt = [n for n in k.nodes if n.op == "sqrt"]
+    assert sqrt and all(n in k.row_level for n in sqrt)  # one sqrt per row, not per element
+
+
+def test_long_trace_is_cut_at_the_op_limit():
+    def f(x):
+        for i in range(100_000):
+            x = fr.sin(x) if i % 2 else x * 1.0001
+        return x
+
+    x = np.random.default_rng(3).random(16).astype(np.float32)
+    plan = plan_of(f, x)
+    limit = config.max_kernel_ops
+    assert len(plan.kernels) == -(-100_000 // limit)
+    assert all(len(k.ops()) <= limit for k in plan.kernels)
+    assert any("op limit" in why for why in plan.splits.values())
+    ref = x.copy()
+    for i in range(100_000):
+        ref = np.sin(ref) if i % 2 else ref * np.float32(1.0001)
+    np.testing.assert_allclose(fr.jit(f)(x).get(), ref, rtol=1e-5)
+
+
+def test_long_eager_loop_flushes_and_stays_shallow():
+    x = fr.asarray(np.ones(8))
+    for _ in range(10_000):
+        x = x * 1.0001 + 0.0001
+    assert x._node.depth <= FLUSH_DEPTH + 1
+    np.testing.assert_allclose(x.get()[0], (1.0001 ** 10_000) + 0.0001 * sum(
+        1.0001 ** k for k in range(10_000)), rtol=1e-9)
+
+
+def test_reduction_read_transposed_is_materialised_with_a_reason():
+    m = np.random.default_rng(4).random((6, 8))
+    plan = plan_of(lambda m: m - m.sum(axis=0)[:, None][:6, :1].T[:, :1], m)
+    assert len(plan.kernels) == 2
+    assert any("layout" in why or "iteration space" in why for why in plan.splits.values())
+
+
+def test_two_reductions_of_one_array_share_a_kernel():
+    m = np.random.default_rng(5).random((6, 8))
+    plan = plan_of(lambda m: (m.sum(axis=1), m.max(axis=1), m.std(axis=1)), m)
+    assert len(plan.kernels) == 1 and len(plan.kernels[0].stores) == 3
+
+
+def test_reduction_of_reduction_is_two_kernels():
+    m = np.random.default_rng(6).random((6, 8))
+    plan = plan_of(lambda m: m.sum(axis=1).max(), m)
+    assert len(plan.kernels) == 2
+
+
+def test_concatenate_pieces_store_into_regions():
+    a = np.arange(6.0).reshape(2, 3)
+    plan = plan_of(lambda a: fr.concatenate([a * 2, fr.exp(a)], axis=0), a)
+    assert len(plan.kernels) == 2 and all(k.stores[0].region is not None for k in plan.kernels)
+
+
+def test_constant_folding_and_cse():
+    x = np.arange(4.0)
+    plan = plan_of(lambda x: (x * (2.0 + 3.0)) + (x * (2.0 + 3.0)), x)
+    (k,) = plan.kernels
+    assert k.ops().count("multiply") == 1 and "add" in k.ops()
+    assert not [n for n in k.nodes if n.op == "add" and all(s.op == "const" for s in n.src)]
+
+
+def test_simplification_never_changes_numpys_answer():
+    x = np.array([np.nan, -0.0, np.inf, 1.0])
+    f = fr.jit(lambda x: (x * 0, x + 0.0, x * 1, x - 0, x ** 1, x ** 2, -(-x)))
+    with np.errstate(all="ignore"):
+        want = (x * 0, x + 0.0, x * 1, x - 0, x ** 1, x ** 2, -(-x))
+    for got, exp in zip(f(x), want):
+        np.testing.assert_array_equal(got.get(), exp)
+        assert np.array_equal(np.signbit(got.get()), np.signbit(exp))
+
+
+def test_explain_and_show_graph(tmp_path):
+    m = np.random.default_rng(7).random((4, 8)).astype(np.float32)
+    text = fr.explain(lambda m: workloads.softmax(fr, m), m)
+    assert "1 kernel(s)" in text and "row over [4, 8]" in text and "max" in text and "exp" in text
+    assert "reads  m: float32[4, 8]" in text and "moves" in text
+    dot = fr.show_graph(lambda m: workloads.softmax(fr, m), m, filename=str(tmp_path / "g.dot"))
+    assert dot.startswith("digraph fuseray") and "cluster_0" in dot
+    assert (tmp_path / "g.dot").read_text() == dot
+    lazy = fr.asarray(m) + 1
+    assert "elementwise" in fr.explain(lazy)
