@@ -13,7 +13,7 @@ from .array import ndarray  # noqa: F401
 from .dtypes import SUPPORTED as _SUPPORTED
 from .explain import explain, show_graph  # noqa: F401
 from .jit import jit  # noqa: F401
-from .runtime import compute, get_array_module  # noqa: F401
+from .runtime import compute, get_array_module, synchronize  # noqa: F401
 
 globals().update(_NAMESPACE)
 special = type("special", (), {k: staticmethod(v)

@@ -330,7 +330,11 @@ class Planner:
 
     # -- from a group to a kernel -------------------------------------------------------------
     def kernel(self, g: Group) -> Kernel:
-        elsewhere = {n for n in self.materialised if self.owner.get(n) is not g}
+        # values stored by earlier kernels are read; one stored by a later kernel (an output
+        # materialised after this group was formed) is recomputed here, so kernels run in order
+        elsewhere = {n for n in self.materialised
+                     if n.kind is not Kind.ELEMENTWISE and self.owner.get(n) is not g
+                     or n in self.owner and self.owner[n].index < g.index}
         inside: set[Node] = set()
         inputs: list[Node] = []
         todo = [*g.reductions, *g.row, *g.full]

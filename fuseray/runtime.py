@@ -183,3 +183,10 @@ def get_array_module(*args):
     import fuseray
 
     return fuseray if any(isinstance(a, ndarray) for a in args) else np
+
+
+def synchronize() -> None:
+    """Wait for all work queued on the current device's current stream (no-op on the CPU)."""
+    backend = cuda_backend()
+    if backend is not None and use_cuda():
+        backend.synchronize()
