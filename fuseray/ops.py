@@ -73,7 +73,7 @@ def _special(name: str) -> Callable:
     scalar = {
         "erf": math.erf,
         "erfc": math.erfc,
-        "expit": lambda x: 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x)),
+        "expit": lambda x: 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x)),
         "logit": lambda p: math.log(p / (1 - p)) if 0 < p < 1 else _logit_edge(p),
     }[name]
 
@@ -208,7 +208,8 @@ _ROWS = [
     _ew("left_shift", 2),
     _ew("right_shift", 2),
     # scipy.special
-    *(_ew(n, 1, _special(n), rule=Dtype.SPECIAL, flops=20) for n in ("erf", "erfc", "expit", "logit")),
+    *(_ew(n, 1, _special(n), rule=Dtype.SPECIAL, flops=20)
+      for n in ("erf", "erfc", "expit", "logit")),
     # conversions
     _ew("cast", 1, _cast, cuda="{0}", py="{0}", rule=Dtype.CAST),
     _ew("copy", 1, _copy, cuda="{0}", py="{0}", rule=Dtype.SAME),

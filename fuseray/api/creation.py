@@ -80,7 +80,8 @@ def _like(a, fill, dtype, shape):
     node = as_node(a)
     if shape is None:
         _note_shape_read()  # a traced graph that copies a shape is specialised on it
-    return full(node.shape if shape is None else shape, fill, node.dtype if dtype is None else dtype)
+    dtype = node.dtype if dtype is None else dtype
+    return full(node.shape if shape is None else shape, fill, dtype)
 
 
 def full_like(a, fill_value, dtype=None, shape=None) -> ndarray:

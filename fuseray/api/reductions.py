@@ -30,7 +30,9 @@ def normalize_axes(axis, ndim: int) -> tuple[int, ...]:
         try:
             a = operator.index(a)
         except TypeError:
-            raise TypeError(f"'{type(a).__name__}' object cannot be interpreted as an integer")
+            raise TypeError(
+                f"'{type(a).__name__}' object cannot be interpreted as an integer"
+            ) from None
         if not -ndim <= a < ndim:
             raise AxisError(a, ndim)
         out.append(a % ndim)

@@ -1,0 +1,1 @@
+"""CUDA headers included by generated kernels (installed as package data)."""
