@@ -38,13 +38,19 @@ def _ops_summary(k: Kernel) -> str:
     return ", ".join(f"{op}×{n}" if n > 1 else op for op, n in counts.items()) or "copy"
 
 
-def describe(plan: Plan, labels: dict[Node, str] | None = None) -> str:
-    """The plan in words (``fr.explain`` prints this)."""
+def _with_outputs(plan: Plan, labels: dict[Node, str] | None) -> dict[Node, str]:
+    """Input labels plus ``out0``, ``out1``, ... for the plan's outputs."""
     labels = dict(labels or {})
     for i, r in enumerate(plan.roots):
-        target = r.src[0] if r.op == "copy" else r
         labels.setdefault(r, f"out{i}")
-        labels.setdefault(target, f"out{i}")
+        if r.op == "copy":
+            labels.setdefault(r.src[0], f"out{i}")
+    return labels
+
+
+def describe(plan: Plan, labels: dict[Node, str] | None = None) -> str:
+    """The plan in words (``fr.explain`` prints this)."""
+    labels = _with_outputs(plan, labels)
     total = sum(k.bytes_moved() for k in plan.kernels)
     lines = [f"fuseray plan: {len(plan.kernels)} kernel(s), {_fmt_bytes(total)} moved at least"]
     for i, k in enumerate(plan.kernels):
@@ -87,7 +93,7 @@ _PALETTE = ["#cfe2ff", "#d1e7dd", "#fff3cd", "#f8d7da", "#e2d9f3", "#d2f4ea", "#
 
 def to_dot(plan: Plan, labels: dict[Node, str] | None = None) -> str:
     """The fused graph as Graphviz DOT: one coloured cluster per kernel."""
-    labels = labels or {}
+    labels = _with_outputs(plan, labels)
     ids: dict[Node, str] = {}
 
     def nid(n: Node) -> str:
@@ -105,7 +111,7 @@ def to_dot(plan: Plan, labels: dict[Node, str] | None = None) -> str:
         for n in k.nodes:
             if n in inputs or n.kind is Kind.LEAF and n.op == "buffer":
                 continue
-            label = n.op if n.op != "const" else repr(n.arg[0])
+            label = n.op if n.op != "const" else f"{n.arg[0]:.6g}"
             out.append(f'    {nid(n)} [label="{label}"];')
         out.append("  }")
         for n in k.nodes:

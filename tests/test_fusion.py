@@ -139,3 +139,26 @@ def test_explain_and_show_graph(tmp_path):
     assert (tmp_path / "g.dot").read_text() == dot
     lazy = fr.asarray(m) + 1
     assert "elementwise" in fr.explain(lazy)
+
+
+def test_dead_code_is_never_computed():
+    def f(x):
+        unused = fr.exp(x).sum()  # noqa: F841 - dead: not returned
+        return x + 1
+
+    plan = plan_of(f, np.arange(4.0))
+    assert [k.ops() for k in plan.kernels] == [["add"]]
+
+
+def test_augmented_assignment_rebinds_to_a_new_lazy_array():
+    a = fr.asarray(np.arange(3.0))
+    b = a
+    b += 1
+    assert b is not a and a.get().tolist() == [0.0, 1.0, 2.0] and b.get().tolist() == [1, 2, 3]
+
+
+@pytest.mark.skipif(__import__("shutil").which("dot") is None, reason="Graphviz is not installed")
+def test_show_graph_renders_svg(tmp_path):
+    m = np.random.default_rng(8).random((4, 8))
+    fr.show_graph(lambda m: workloads.layernorm(fr, m, m[0]), m, filename=str(tmp_path / "g.svg"))
+    assert (tmp_path / "g.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
