@@ -372,7 +372,7 @@ def node_of(x: ndarray) -> Node:
 
 def leaf_node(value) -> Node:
     """A new buffer leaf over ``value`` (a NumPy or device array)."""
-    return Node.make("buffer", (), (Buffer(value), tuple(value.shape)), dtype=value.dtype)
+    return Node.buffer(Buffer(value), tuple(value.shape), value.dtype)
 
 
 def wrap(node: Node) -> ndarray:

@@ -90,6 +90,13 @@ class Node:
                 _CACHE[ident] = node
         return node
 
+    @staticmethod
+    def buffer(buf: Buffer, shape: tuple[int, ...], dtype) -> Node:
+        """The leaf for ``buf``. A Buffer is unique, so no equal node can exist: this skips the
+        hash-consing table (it is on the hot path of every @jit call's outputs)."""
+        key = f"buffer-{buf.serial:x}"
+        return Node("buffer", np.dtype(dtype), shape, (), (buf, shape), key, 0)
+
     # Identity semantics: hash-consing makes structural equality and identity the same thing.
     __eq__ = object.__eq__
 

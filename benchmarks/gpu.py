@@ -1,0 +1,506 @@
+"""GPU benchmark suite: fuseray side by side with NumPy, CuPy, cupy.fuse, PyTorch, torch.compile
+and jax.jit on the workloads of BENCHMARKS.md, in one run on one GPU.
+
+    python benchmarks/gpu.py --json out.json --png out.png --markdown out.md
+
+For every workload and every installed framework it checks the result against a float64 NumPy
+reference, then times it: warm-up first, then the median of ``--repeat`` timed batches, each a
+few calls followed by a device synchronisation (so host clocks measure device time). It reports
+median ms, effective GB/s (the fewest bytes the workload must move, BENCHMARKS.md), % of the same
+run's device-to-device copy bandwidth, first-call ms (compile latency) and peak device memory.
+fuseray's own extras: per-call overhead on 4096 elements (small_triad), the compile time of a new
+kernel, a new process's first call with a warm disk cache, compilations caused by a new size, and
+time per step of a 10,000-step lazy loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import workloads  # noqa: E402
+
+WORKLOAD_NAMES = list(workloads.WORKLOADS)
+
+
+# ---------------------------------------------------------------------------------------------
+# frameworks: each gives (to_device, make_fn, synchronize, peak_memory) for a workload
+# ---------------------------------------------------------------------------------------------
+
+
+class Framework:
+    name: str
+    supports: set[str] = set(WORKLOAD_NAMES)
+
+    def to_device(self, a: np.ndarray):
+        raise NotImplementedError
+
+    def to_numpy(self, x) -> np.ndarray:
+        raise NotImplementedError
+
+    def make(self, workload: str) -> Callable:
+        raise NotImplementedError
+
+    def sync(self) -> None:
+        pass
+
+    def reset_peak(self) -> None:
+        pass
+
+    def peak_bytes(self) -> int | None:
+        return None
+
+    def free(self) -> None:
+        pass
+
+
+class NumPyFW(Framework):
+    name = "numpy"
+
+    def to_device(self, a):
+        return a
+
+    def to_numpy(self, x):
+        return np.asarray(x)
+
+    def make(self, workload):
+        fn = workloads.WORKLOADS[workload]
+        return lambda *a: fn(np, *a)
+
+
+class CuPyFW(Framework):
+    name = "cupy"
+
+    def __init__(self):
+        import cupy
+        import cupyx.scipy.special
+
+        self.cp, self.erf = cupy, cupyx.scipy.special.erf
+
+    def to_device(self, a):
+        return self.cp.asarray(a)
+
+    def to_numpy(self, x):
+        return self.cp.asnumpy(x)
+
+    def make(self, workload):
+        fn = workloads.WORKLOADS[workload]
+        if workload == "black_scholes":
+            return lambda *a: fn(self.cp, *a, erf=self.erf)
+        return lambda *a: fn(self.cp, *a)
+
+    def sync(self):
+        self.cp.cuda.Device().synchronize()
+
+    def reset_peak(self):
+        self.cp.get_default_memory_pool().free_all_blocks()
+        self._base = self.cp.get_default_memory_pool().total_bytes()
+
+    def peak_bytes(self):
+        # CuPy's pool keeps every block it allocated: its total is the high-water mark
+        return self.cp.get_default_memory_pool().total_bytes()
+
+    def free(self):
+        self.cp.get_default_memory_pool().free_all_blocks()
+
+
+class CuPyFuseFW(CuPyFW):
+    name = "cupy.fuse"
+    supports = {"triad", "chain20", "gelu", "black_scholes", "sumsq"}  # no axis reductions
+
+    def make(self, workload):
+        fn = workloads.WORKLOADS[workload]
+        if workload == "black_scholes":
+            return self.cp.fuse(lambda *a: fn(self.cp, *a, erf=self.erf))
+        return self.cp.fuse(lambda *a: fn(self.cp, *a))
+
+
+def _torch_fns():
+    import torch
+
+    def softmax(m):
+        e = torch.exp(m - m.amax(dim=1, keepdim=True))
+        return e / e.sum(dim=1, keepdim=True)
+
+    def layernorm(m, g):
+        mean = m.mean(dim=1, keepdim=True)
+        var = ((m - mean) ** 2).mean(dim=1, keepdim=True)
+        return (m - mean) / torch.sqrt(var + 1e-5) * g
+
+    return {
+        "triad": lambda a, b, c: workloads.triad(torch, a, b, c),
+        "chain20": lambda y: workloads.chain20(torch, y),
+        "gelu": lambda x: workloads.gelu(torch, x),
+        "black_scholes": lambda s, x, t: workloads.black_scholes(torch, s, x, t, erf=torch.erf),
+        "sumsq": lambda x: (x * x).sum(),
+        "softmax": softmax,
+        "layernorm": layernorm,
+        "colsum": lambda m, g: (m * g).sum(dim=0),
+    }
+
+
+class TorchFW(Framework):
+    name = "torch"
+
+    def __init__(self):
+        import torch
+
+        self.torch = torch
+        self.fns = _torch_fns()
+
+    def to_device(self, a):
+        return self.torch.from_numpy(a).cuda()
+
+    def to_numpy(self, x):
+        return x.detach().cpu().numpy()
+
+    def make(self, workload):
+        return self.fns[workload]
+
+    def sync(self):
+        self.torch.cuda.synchronize()
+
+    def reset_peak(self):
+        self.torch.cuda.empty_cache()
+        self.torch.cuda.reset_peak_memory_stats()
+
+    def peak_bytes(self):
+        return self.torch.cuda.max_memory_allocated()
+
+    def free(self):
+        self.torch.cuda.empty_cache()
+
+
+class TorchCompileFW(TorchFW):
+    name = "torch.compile"
+
+    def make(self, workload):
+        return self.torch.compile(self.fns[workload])
+
+
+class JaxFW(Framework):
+    name = "jax.jit"
+
+    def __init__(self):
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        import jax
+        import jax.numpy as jnp
+        import jax.scipy.special
+
+        self.jax, self.jnp, self.erf = jax, jnp, jax.scipy.special.erf
+        self.device = jax.devices("gpu")[0]
+
+    def to_device(self, a):
+        return self.jax.device_put(a, self.device)
+
+    def to_numpy(self, x):
+        return np.asarray(x)
+
+    def make(self, workload):
+        fn = workloads.WORKLOADS[workload]
+        if workload == "black_scholes":
+            return self.jax.jit(lambda *a: fn(self.jnp, *a, erf=self.erf))
+        return self.jax.jit(lambda *a: fn(self.jnp, *a))
+
+    def sync(self):
+        self.jax.effects_barrier()
+        (self.jnp.zeros(1, device=self.device) + 0).block_until_ready()
+
+    def peak_bytes(self):
+        stats = self.device.memory_stats() or {}
+        return stats.get("peak_bytes_in_use")
+
+
+class FuserayFW(Framework):
+    name = "fuseray"
+
+    def __init__(self):
+        import fuseray as fr
+
+        self.fr = fr
+
+    def to_device(self, a):
+        return self.fr.asarray(a)
+
+    def to_numpy(self, x):
+        return self.fr.asnumpy(x)
+
+    def make(self, workload):
+        fn = workloads.WORKLOADS[workload]
+        return self.fr.jit(lambda *a: fn(self.fr, *a))
+
+    def sync(self):
+        self.fr.synchronize()
+
+    def reset_peak(self):
+        stats = getattr(self.fr.cuda, "reset_peak_memory", None) if hasattr(self.fr, "cuda") \
+            else None
+        if stats is not None:
+            stats()
+
+    def peak_bytes(self):
+        peak = getattr(self.fr.cuda, "peak_memory", None) if hasattr(self.fr, "cuda") else None
+        return peak() if peak is not None else None
+
+
+FRAMEWORKS = {
+    "fuseray": FuserayFW, "numpy": NumPyFW, "cupy": CuPyFW, "cupy.fuse": CuPyFuseFW,
+    "torch": TorchFW, "torch.compile": TorchCompileFW, "jax.jit": JaxFW,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# measuring
+# ---------------------------------------------------------------------------------------------
+
+
+def as_tuple(x):
+    return x if isinstance(x, (tuple, list)) else (x,)
+
+
+def rel_error(got: np.ndarray, want: np.ndarray) -> float:
+    got = got.astype(np.float64)
+    if not np.all(np.isfinite(got)):
+        return math.inf
+    return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-300))
+
+
+def time_calls(call: Callable, sync: Callable, repeat: int, batch: int) -> float:
+    """Median seconds per call over ``repeat`` batches of ``batch`` calls each."""
+    times = []
+    for _ in range(repeat):
+        sync()
+        start = time.perf_counter()
+        for _ in range(batch):
+            call()
+        sync()
+        times.append((time.perf_counter() - start) / batch)
+    return statistics.median(times)
+
+
+def copy_ceiling(n: int) -> float:
+    """Device-to-device copy bandwidth (bytes read + written per second) of an n-float array."""
+    import torch
+
+    src = torch.randn(n, device="cuda")
+    dst = torch.empty_like(src)
+    run = lambda: dst.copy_(src)  # noqa: E731
+    for _ in range(3):
+        run()
+    t = time_calls(run, torch.cuda.synchronize, 20, 5)
+    del src, dst
+    torch.cuda.empty_cache()
+    return 2 * n * 4 / t
+
+
+def bench_workload(fw: Framework, workload: str, host_inputs, reference, repeat: int) -> dict:
+    fn = fw.make(workload)
+    args = [fw.to_device(a) for a in host_inputs]
+    fw.sync()
+    fw.reset_peak()
+    start = time.perf_counter()
+    out = fn(*args)
+    [o.compute() if hasattr(o, "compute") else o for o in as_tuple(out)]
+    fw.sync()
+    first = time.perf_counter() - start
+    errors = [rel_error(fw.to_numpy(o), r) for o, r in zip(as_tuple(out), as_tuple(reference))]
+    del out
+
+    def call():
+        res = fn(*args)
+        for r in as_tuple(res):
+            if hasattr(r, "compute"):
+                r.compute()
+
+    t = time_calls(call, fw.sync, repeat if fw.name != "numpy" else 3, 1 if fw.name == "numpy"
+                   else 5)
+    peak = fw.peak_bytes()
+    del args
+    fw.free()
+    return {"first_ms": first * 1e3, "median_ms": t * 1e3, "rel_error": max(errors),
+            "peak_mb": None if peak is None else peak / 1e6}
+
+
+def fuseray_extras(n: int) -> dict:
+    """Overheads and compile behaviour of fuseray itself."""
+    import fuseray as fr
+
+    out = {}
+    small = [fr.asarray(np.random.default_rng(i).standard_normal(4096, dtype=np.float32))
+             for i in range(3)]
+    triad = fr.jit(lambda a, b, c: a * b + c)
+    triad(*small)
+    fr.synchronize()
+    t = time_calls(lambda: triad(*small), fr.synchronize, 20, 1000)
+    out["small_triad_us"] = t * 1e6
+
+    # a new fused kernel: a constant no earlier kernel had forces fresh source
+    fresh = fr.jit(lambda a, b: fr.sin(a) * 1.2345678 + b)
+    x = fr.asarray(np.ones(1 << 20, np.float32))
+    start = time.perf_counter()
+    fresh(x, x).compute()
+    fr.synchronize()
+    first = time.perf_counter() - start
+    warm = time_calls(lambda: fresh(x, x).compute(), fr.synchronize, 10, 1)
+    out["new_kernel_compile_ms"] = (first - warm) * 1e3
+
+    # a new size compiles nothing
+    stats = getattr(fr, "kernel_cache_stats", None)
+    before = stats()["compiles"] if stats else None
+    fresh(fr.asarray(np.ones(12345, np.float32)), fr.asarray(np.ones(12345, np.float32))).compute()
+    out["compiles_for_new_size"] = None if stats is None else stats()["compiles"] - before
+
+    # a new process with the disk cache warm: first call vs warm call
+    code = (
+        "import time, numpy as np, fuseray as fr\n"
+        "x = fr.asarray(np.ones(1 << 20, np.float32))\n"
+        "f = fr.jit(lambda a, b: fr.sin(a) * 1.2345678 + b)\n"
+        "t = time.perf_counter(); f(x, x).compute(); fr.synchronize()\n"
+        "first = time.perf_counter() - t\n"
+        "ts = []\n"
+        "for _ in range(10):\n"
+        "    t = time.perf_counter(); f(x, x).compute(); fr.synchronize()\n"
+        "    ts.append(time.perf_counter() - t)\n"
+        "print(first * 1e3, sorted(ts)[5] * 1e3)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=os.environ.copy(), check=True)
+    first_ms, warm_ms = map(float, res.stdout.split()[-2:])
+    out["new_process_first_call_ms"] = first_ms
+    out["new_process_extra_ms"] = first_ms - warm_ms
+
+    # a 10,000-step lazy stencil loop: time per step stays flat
+    u = fr.asarray(np.random.default_rng(9).standard_normal(1 << 16, dtype=np.float32))
+    per_block = []
+    for _ in range(10):
+        start = time.perf_counter()
+        for _ in range(1000):
+            u = 0.25 * fr.concatenate([u[:1], u[:-2] + u[2:], u[-1:]]) + 0.5 * u
+        fr.synchronize()
+        per_block.append((time.perf_counter() - start) / 1000 * 1e6)
+    u.compute()
+    out["lazy_loop_us_per_step_by_1000"] = per_block
+    return out
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=1 << 26)
+    p.add_argument("--repeat", type=int, default=20)
+    p.add_argument("--workloads", default=",".join(WORKLOAD_NAMES))
+    p.add_argument("--frameworks", default=",".join(FRAMEWORKS))
+    p.add_argument("--json", default="benchmark.json")
+    p.add_argument("--png", default=None)
+    p.add_argument("--markdown", default=None)
+    args = p.parse_args(argv)
+
+    os.environ.setdefault("FUSERAY_CACHE_DIR", tempfile.mkdtemp(prefix="fuseray-bench-"))
+    frameworks = {}
+    for name in args.frameworks.split(","):
+        try:
+            frameworks[name] = FRAMEWORKS[name]()
+        except Exception as e:  # noqa: BLE001 - a missing peer is reported, not fatal
+            print(f"skipping {name}: {type(e).__name__}: {e}", file=sys.stderr)
+
+    import torch
+
+    gpu = torch.cuda.get_device_name()
+    ceiling = copy_ceiling(args.n)
+    results = {"gpu": gpu, "date": time.strftime("%Y-%m-%d"), "n": args.n,
+               "copy_gbps": ceiling / 1e9, "workloads": {}}
+    print(f"{gpu}: copy ceiling {ceiling / 1e9:.0f} GB/s (read + write), N = {args.n}")
+    rng = np.random.default_rng(0)
+    for wl in args.workloads.split(","):
+        host = workloads.inputs(wl, args.n, rng)
+        with np.errstate(all="ignore"):
+            ref = workloads.WORKLOADS[wl](np, *(a.astype(np.float64) for a in host))
+        ref = tuple(np.asarray(r, dtype=np.float64) for r in as_tuple(ref))
+        min_bytes = workloads.MIN_BYTES_PER_ELEMENT[wl] * args.n
+        rows = {}
+        for name, fw in frameworks.items():
+            if wl not in fw.supports:
+                rows[name] = {"unsupported": True}
+                continue
+            try:
+                r = bench_workload(fw, wl, host, ref, args.repeat)
+            except Exception as e:  # noqa: BLE001 - recorded in the table
+                rows[name] = {"error": f"{type(e).__name__}: {e}"[:300]}
+                print(f"  {wl:>14} {name:>14}: ERROR {rows[name]['error']}", file=sys.stderr)
+                continue
+            r["gbps"] = min_bytes / (r["median_ms"] / 1e3) / 1e9
+            r["pct_copy"] = 100 * r["gbps"] / (ceiling / 1e9)
+            r["correct"] = r["rel_error"] < 1e-4
+            rows[name] = r
+            print(f"  {wl:>14} {name:>14}: {r['median_ms']:9.3f} ms {r['gbps']:8.0f} GB/s"
+                  f" {r['pct_copy']:6.1f}% first {r['first_ms']:9.1f} ms err {r['rel_error']:.1e}")
+        results["workloads"][wl] = rows
+    if "fuseray" in frameworks:
+        results["fuseray_extras"] = fuseray_extras(args.n)
+        print(json.dumps(results["fuseray_extras"], indent=1))
+    Path(args.json).write_text(json.dumps(results, indent=1))
+    table = markdown_table(results)
+    print(table)
+    if args.markdown:
+        Path(args.markdown).write_text(table + "\n")
+    if args.png:
+        bar_chart(results, args.png)
+    return results
+
+
+def markdown_table(results: dict) -> str:
+    names = list(next(iter(results["workloads"].values())).keys())
+    lines = [f"GPU: {results['gpu']}, {results['date']}; copy ceiling "
+             f"{results['copy_gbps']:.0f} GB/s; N = {results['n']}; cells: GB/s (% of copy) "
+             "[first-call ms]", "",
+             "| workload | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for wl, rows in results["workloads"].items():
+        cells = []
+        for n in names:
+            r = rows.get(n, {})
+            if r.get("unsupported"):
+                cells.append("n/a")
+            elif "error" in r:
+                cells.append("error")
+            else:
+                mark = "" if r["correct"] else " WRONG"
+                cells.append(f"{r['gbps']:.0f} ({r['pct_copy']:.0f}%) [{r['first_ms']:.0f}]{mark}")
+        lines.append(f"| {wl} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def bar_chart(results: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    wls = list(results["workloads"])
+    names = list(next(iter(results["workloads"].values())).keys())
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(12, 5))
+    for i, n in enumerate(names):
+        vals = [results["workloads"][w].get(n, {}).get("pct_copy", 0) for w in wls]
+        ax.bar(np.arange(len(wls)) + i * width, vals, width, label=n)
+    ax.axhline(90, color="k", ls="--", lw=0.8)
+    ax.set_xticks(np.arange(len(wls)) + 0.4 - width / 2, wls)
+    ax.set_ylabel("% of device-to-device copy bandwidth")
+    ax.set_title(f"{results['gpu']}, {results['date']}, N = {results['n']}")
+    ax.legend(ncol=4, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
