@@ -92,10 +92,10 @@ def _array_value(x):
 
 
 def _layout(value) -> str:
+    """'C' for C-contiguous data, 'S' for any other strides (NumPy or device arrays)."""
     flags = getattr(value, "flags", None)
-    if flags is not None:
-        return "C" if flags["C_CONTIGUOUS"] else "S"
-    return "C" if getattr(value, "is_c_contiguous", lambda: True)() else "S"
+    contiguous = flags.c_contiguous if flags is not None else value.is_c_contiguous
+    return "C" if contiguous else "S"
 
 
 def _fast_key(args) -> tuple | None:
