@@ -299,10 +299,7 @@ def copy_ceiling(n: int) -> float:
     run = lambda: dst.copy_(src)  # noqa: E731
     for _ in range(3):
         run()
-    t = time_calls(run, torch.cuda.synchronize, 20, 5)
-    del src, dst
-    torch.cuda.empty_cache()
-    return 2 * n * 4 / t
+    return 2 * n * 4 / time_calls(run, torch.cuda.synchronize, 20, 5)
 
 
 def bench_workload(fw: Framework, workload: str, host_inputs, reference, repeat: int) -> dict:
@@ -327,8 +324,6 @@ def bench_workload(fw: Framework, workload: str, host_inputs, reference, repeat:
     t = time_calls(call, fw.sync, repeat if fw.name != "numpy" else 3, 1 if fw.name == "numpy"
                    else 5)
     peak = fw.peak_bytes()
-    del args
-    fw.free()
     return {"first_ms": first * 1e3, "median_ms": t * 1e3, "rel_error": max(errors),
             "peak_mb": None if peak is None else peak / 1e6}
 
@@ -418,6 +413,7 @@ def main(argv=None) -> dict:
 
     gpu = torch.cuda.get_device_name()
     ceiling = copy_ceiling(args.n)
+    torch.cuda.empty_cache()
     results = {"gpu": gpu, "date": time.strftime("%Y-%m-%d"), "n": args.n,
                "copy_gbps": ceiling / 1e9, "workloads": {}}
     print(f"{gpu}: copy ceiling {ceiling / 1e9:.0f} GB/s (read + write), N = {args.n}")
@@ -439,6 +435,8 @@ def main(argv=None) -> dict:
                 rows[name] = {"error": f"{type(e).__name__}: {e}"[:300]}
                 print(f"  {wl:>14} {name:>14}: ERROR {rows[name]['error']}", file=sys.stderr)
                 continue
+            finally:
+                fw.free()  # the inputs of this run are gone: give their memory back
             r["gbps"] = min_bytes / (r["median_ms"] / 1e3) / 1e9
             r["pct_copy"] = 100 * r["gbps"] / (ceiling / 1e9)
             r["correct"] = r["rel_error"] < 1e-4

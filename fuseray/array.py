@@ -30,14 +30,38 @@ def tracing():
     return getattr(_trace_state, "trace", None)
 
 
+class Storage:
+    """The memory that an array and its views share, as the graph node of its current value.
+
+    A write through any view (``v[...] = x``, ``v += 1``) replaces ``node`` with an update node;
+    every array on the storage then reads its own view of the new value, as NumPy's views see
+    each other's writes. Arrays that were never viewed or written have no storage.
+    """
+
+    __slots__ = ("node",)
+
+    def __init__(self, node: Node):
+        self.node = node
+
+
 class ndarray:
     """A NumPy-like array whose operations are recorded, fused and compiled (``numpy.ndarray``)."""
 
-    __slots__ = ("_node", "__weakref__")
+    # _storage/_chain: the storage this array views and the movement steps (op, arg) from the
+    # storage's value to this array's; _base: the storage node _node was derived from.
+    __slots__ = ("_node", "_storage", "_chain", "_base", "_readonly", "__weakref__")
     __array_priority__ = 100  # NumPy defers binary operators to us
 
     def __init__(self, node: Node):
         self._node = node
+        self._storage = None
+        self._chain = ()
+        self._base = None
+        self._readonly = False
+
+    @property
+    def flags(self):
+        return {"WRITEABLE": not self._readonly, "OWNDATA": not self._chain}
 
     # -- metadata -----------------------------------------------------------------------------
     @property
@@ -191,47 +215,81 @@ class ndarray:
     def round(self, decimals=0) -> ndarray:
         return _elementwise.round(self, decimals)
 
-    def sum(self, axis=None, dtype=None, keepdims=False) -> ndarray:
-        return _reductions.sum(self, axis, dtype, keepdims=keepdims)
+    def sum(self, axis=None, dtype=None, out=None, keepdims=False) -> ndarray:
+        return _reductions.sum(self, axis, dtype, out=out, keepdims=keepdims)
 
-    def prod(self, axis=None, dtype=None, keepdims=False) -> ndarray:
-        return _reductions.prod(self, axis, dtype, keepdims=keepdims)
+    def prod(self, axis=None, dtype=None, out=None, keepdims=False) -> ndarray:
+        return _reductions.prod(self, axis, dtype, out=out, keepdims=keepdims)
 
-    def mean(self, axis=None, dtype=None, keepdims=False) -> ndarray:
-        return _reductions.mean(self, axis, dtype, keepdims=keepdims)
+    def mean(self, axis=None, dtype=None, out=None, keepdims=False) -> ndarray:
+        return _reductions.mean(self, axis, dtype, out=out, keepdims=keepdims)
 
-    def var(self, axis=None, dtype=None, ddof=0, keepdims=False) -> ndarray:
-        return _reductions.var(self, axis, dtype, ddof=ddof, keepdims=keepdims)
+    def var(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False) -> ndarray:
+        return _reductions.var(self, axis, dtype, out=out, ddof=ddof, keepdims=keepdims)
 
-    def std(self, axis=None, dtype=None, ddof=0, keepdims=False) -> ndarray:
-        return _reductions.std(self, axis, dtype, ddof=ddof, keepdims=keepdims)
+    def std(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False) -> ndarray:
+        return _reductions.std(self, axis, dtype, out=out, ddof=ddof, keepdims=keepdims)
 
-    def max(self, axis=None, keepdims=False) -> ndarray:
-        return _reductions.max(self, axis, keepdims=keepdims)
+    def max(self, axis=None, out=None, keepdims=False) -> ndarray:
+        return _reductions.max(self, axis, out=out, keepdims=keepdims)
 
-    def min(self, axis=None, keepdims=False) -> ndarray:
-        return _reductions.min(self, axis, keepdims=keepdims)
+    def min(self, axis=None, out=None, keepdims=False) -> ndarray:
+        return _reductions.min(self, axis, out=out, keepdims=keepdims)
 
-    def any(self, axis=None, keepdims=False) -> ndarray:
-        return _reductions.any(self, axis, keepdims=keepdims)
+    def any(self, axis=None, out=None, keepdims=False) -> ndarray:
+        return _reductions.any(self, axis, out=out, keepdims=keepdims)
 
-    def all(self, axis=None, keepdims=False) -> ndarray:
-        return _reductions.all(self, axis, keepdims=keepdims)
+    def all(self, axis=None, out=None, keepdims=False) -> ndarray:
+        return _reductions.all(self, axis, out=out, keepdims=keepdims)
 
-    def argmax(self, axis=None, keepdims=False) -> ndarray:
-        return _reductions.argmax(self, axis, keepdims=keepdims)
+    def argmax(self, axis=None, out=None, keepdims=False) -> ndarray:
+        return _reductions.argmax(self, axis, out=out, keepdims=keepdims)
 
-    def argmin(self, axis=None, keepdims=False) -> ndarray:
-        return _reductions.argmin(self, axis, keepdims=keepdims)
+    def argmin(self, axis=None, out=None, keepdims=False) -> ndarray:
+        return _reductions.argmin(self, axis, out=out, keepdims=keepdims)
 
     def __getitem__(self, key) -> ndarray:
         return _shape.getitem(self, key)
 
     def __setitem__(self, key, value):
-        raise TypeError(
-            "fuseray arrays are immutable values for now: item assignment is not supported"
-            " (use fr.where, or build a new array)"
-        )
+        _update.setitem(self, key, value)
+
+    # in-place operators update the array (and every view of its storage), as in NumPy
+    def __iadd__(self, o):
+        return _update.inplace("add", self, o)
+
+    def __isub__(self, o):
+        return _update.inplace("subtract", self, o)
+
+    def __imul__(self, o):
+        return _update.inplace("multiply", self, o)
+
+    def __itruediv__(self, o):
+        return _update.inplace("divide", self, o)
+
+    def __ifloordiv__(self, o):
+        return _update.inplace("floor_divide", self, o)
+
+    def __imod__(self, o):
+        return _update.inplace("remainder", self, o)
+
+    def __ipow__(self, o):
+        return _update.inplace("power", self, o)
+
+    def __iand__(self, o):
+        return _update.inplace("bitwise_and", self, o)
+
+    def __ior__(self, o):
+        return _update.inplace("bitwise_or", self, o)
+
+    def __ixor__(self, o):
+        return _update.inplace("bitwise_xor", self, o)
+
+    def __ilshift__(self, o):
+        return _update.inplace("left_shift", self, o)
+
+    def __irshift__(self, o):
+        return _update.inplace("right_shift", self, o)
 
     # -- operators ----------------------------------------------------------------------------
     def __add__(self, o):
@@ -361,13 +419,49 @@ def _leaf(node: Node) -> Node | None:
 
 
 def node_of(x: ndarray) -> Node:
-    """The node to build on: a computed node's data leaf rather than its old graph."""
+    """The node to build on: the array's view of its storage's current value, and a computed
+    node's data leaf rather than its old graph."""
+    st = x._storage
+    if st is not None:
+        base = st.node
+        leaf = _leaf(base) if base.op != "buffer" else None
+        if leaf is not None:
+            st.node = base = leaf
+        if x._base is not base:
+            node = base
+            for op, arg in x._chain:
+                node = Node.make(op, (node,), arg, node.dtype)
+            x._node, x._base = node, base
     node = x._node
     leaf = _leaf(node) if node.op != "buffer" else None
     if leaf is not None:
         x._node = leaf
+        if st is not None and not x._chain:
+            st.node = x._base = leaf
         return leaf
     return node
+
+
+def storage_of(x: ndarray) -> Storage:
+    """The storage ``x`` views, made on first use (x becomes its base)."""
+    if x._storage is None:
+        x._storage = Storage(node_of(x))
+        x._base = x._storage.node
+        x._chain = ()
+    return x._storage
+
+
+def view(source, node: Node, readonly: bool = False) -> ndarray:
+    """``node`` (a movement of ``source``'s node) as an array sharing ``source``'s storage."""
+    if not isinstance(source, ndarray):
+        return wrap(node)
+    st = storage_of(source)
+    out = ndarray(node)
+    out._storage, out._base = st, st.node
+    same = node is node_of(source)  # an identity view (x[...], a 0-d x.T) adds no step
+    out._chain = source._chain if same else (*source._chain, (node.op, node.arg))
+    out._readonly = source._readonly or readonly
+    return out
 
 
 def leaf_node(value) -> Node:
@@ -393,3 +487,4 @@ def _note_shape_read(x: ndarray | None = None) -> None:
 from .api import elementwise as _elementwise  # noqa: E402
 from .api import reductions as _reductions  # noqa: E402
 from .api import shape as _shape  # noqa: E402
+from .api import update as _update  # noqa: E402

@@ -186,6 +186,8 @@ class Planner:
         if len(views) != 1:
             return None
         (v,) = views
+        if v.mask is not None:
+            return None
         if at_shape == g.space and _same_addressing(v, _row_broadcast_view(g.space, g.axes)):
             return "full"
         if math.prod(at_shape) == g.n_rows and v.size == base.size and v.offset == 0 \
@@ -200,6 +202,8 @@ class Planner:
         for base, head in c.reads:
             if base in self.materialised:
                 dep = self.owner.get(base)
+                if dep is g and head is not base:
+                    return False  # g's own value at another index: only memory has it
                 if dep is not None and dep.index >= g.index and dep is not g:
                     return False
                 continue
@@ -207,12 +211,21 @@ class Planner:
                 return False
         return True
 
-    def settle_reads(self, g: Group, c: Cone, reason: str) -> None:
+    @staticmethod
+    def read_reason(base: Node) -> str:
+        if base.op == "update":
+            return "an updated array read through a view (stored once, not recomputed per read)"
+        if base.kind is Kind.JOIN:
+            return "a concatenate result read by another kernel"
+        return ("a reduction result (or a value computed from one) read in a layout that is not"
+                " a broadcast over its own rows")
+
+    def settle_reads(self, g: Group, c: Cone, reason: str | None = None) -> None:
         """Materialise every non-leaf base of ``c`` that ``g`` does not compute itself."""
         for base, _ in c.reads:
             if self.group_of.get(base) is g and self.owner.get(base, g) is g:
                 continue
-            self.materialise(base, reason)
+            self.materialise(base, reason or self.read_reason(base))
             dep = self.owner.get(base)
             if dep is not None and dep is not g:
                 g.deps.add(dep.index)
@@ -241,8 +254,7 @@ class Planner:
                 break
         else:
             g = self.new_group(space, axes)
-        self.settle_reads(g, c, "a reduction result read in a layout that is not a broadcast"
-                                " over its rows")
+        self.settle_reads(g, c)
         g.reductions.append(r)
         self.group_of[r] = g
 
@@ -251,6 +263,9 @@ class Planner:
         c = cone(e, self.materialised)
         g = self.group_of.get(e)
         if g is None:
+            # what e reads from memory is stored first, so e's kernel comes after its producers
+            for base, _ in c.reads:
+                self.materialise(base, self.read_reason(base))
             for cand in reversed(self.groups):
                 if cand.space == e.shape and not cand.axes and not cand.region and \
                         self.try_join(cand, e, c, "full"):
@@ -259,8 +274,7 @@ class Planner:
             else:
                 g = self.new_group(e.shape, ())
             self.group_of[e] = g
-        self.settle_reads(g, c, "a reduction result (or a value computed from one) read in a"
-                                " layout that is not a broadcast over its own rows")
+        self.settle_reads(g, c)
         self.materialised.add(e)
         self.owner[e] = g
         self.splits.setdefault(e, reason)
@@ -302,6 +316,12 @@ class Planner:
         for n in self.order:
             if n.kind is Kind.REDUCE or any(s in derived for s in n.src):
                 derived.add(n)
+        # computed values read through a view (the layout passes left such a view in place:
+        # an updated array read shifted, a stencil's neighbours) are stored when reached, in
+        # order, so every later kernel reads them and no cone walks back past them
+        viewed = {m.src[0] for m in self.order if m.kind is Kind.MOVEMENT
+                  and m.src[0].kind is Kind.ELEMENTWISE and m.src[0] not in derived}
+        for n in self.order:
             if n.kind is Kind.REDUCE:
                 self.plan_reduction(n)
             elif n.kind is Kind.JOIN:
@@ -312,6 +332,8 @@ class Planner:
                     home = self.row_home(n, cone(n, self.materialised))
                     if home is not None:
                         self.group_of[n] = home
+                if n in viewed:
+                    self.materialise(n, self.read_reason(n))
                 # bound the ops in one kernel: materialise a value whose inlined cone is too big
                 cost[n] = 1 + sum(cost.get(s, 0) for s in n.src if s not in self.materialised)
                 if cost[n] >= limit:

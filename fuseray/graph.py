@@ -171,6 +171,15 @@ def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(out)
 
 
+def broadcast_node(src: Node, shape: tuple[int, ...]) -> Node:
+    """``src`` broadcast to ``shape`` with NumPy's right alignment, as movement nodes."""
+    if src.shape == shape:
+        return src
+    if len(src.shape) < len(shape):
+        src = Node.make("reshape", (src,), (1,) * (len(shape) - len(src.shape)) + src.shape)
+    return src if src.shape == shape else Node.make("expand", (src,), shape)
+
+
 def normalize_reshape(shape: tuple[int, ...], spec: tuple[int, ...]) -> tuple[int, ...]:
     size = math.prod(shape)
     unknown = [i for i, d in enumerate(spec) if d == -1]
@@ -261,6 +270,8 @@ def infer_shape(row: OpDef, src: tuple[Node, ...], arg) -> tuple[int, ...]:
             f"operands could not be broadcast together with remapped shapes [original->remapped]:"
             f" {_fmt(shape)}  and requested shape {_fmt(target)}"
         )
+    if row.name == "pad":
+        return tuple(n + b + a for n, (b, a) in zip(shape, arg))
     if row.name == "index":
         return tuple(
             e[3] if e[0] == "s" else 1 for e in index_entries(shape, arg) if e[0] != "i"

@@ -184,6 +184,9 @@ _ROWS = [
     _ew("fmin", 2, commutative=True, idempotent=True),
     _ew("copysign", 2),
     _ew("where", 3, _where, cuda="({0} ? {1} : {2})", py="({1} if {0} else {2})", rule=Dtype.SAME),
+    # an array update (x[key] = v): where(region, padded value, old); the planner stores it
+    _ew("update", 3, _where, cuda="({0} ? {1} : {2})", py="({1} if {0} else {2})",
+        rule=Dtype.SAME),
     # classification
     _ew("signbit", 1),
     _ew("isnan", 1),
@@ -199,7 +202,7 @@ _ROWS = [
     # logical and bitwise
     _ew("logical_and", 2, cuda="({0} && {1})", py="({0} and {1})", commutative=True),
     _ew("logical_or", 2, cuda="({0} || {1})", py="({0} or {1})", commutative=True),
-    _ew("logical_xor", 2, cuda="({0} != {1})", py="({0} != {1})", commutative=True),
+    _ew("logical_xor", 2, cuda="({0} != {1})", commutative=True),
     _ew("logical_not", 1, cuda="(!{0})", py="(not {0})", involution=True),
     _ew("bitwise_and", 2, commutative=True, idempotent=True),
     _ew("bitwise_or", 2, commutative=True, idempotent=True),
@@ -228,6 +231,7 @@ _ROWS = [
     OpDef("permute", Kind.MOVEMENT, 1, Dtype.SAME, np.transpose),
     OpDef("expand", Kind.MOVEMENT, 1, Dtype.SAME, np.broadcast_to),
     OpDef("index", Kind.MOVEMENT, 1, Dtype.SAME, None),
+    OpDef("pad", Kind.MOVEMENT, 1, Dtype.SAME, None),  # arg ((before, after), ...); reads 0
     # joins
     OpDef("concatenate", Kind.JOIN, -1, Dtype.SAME, np.concatenate),
 ]

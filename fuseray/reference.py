@@ -44,6 +44,8 @@ def evaluate(node: Node, args: list[np.ndarray]) -> np.ndarray:
             return x.transpose(node.arg)
         if node.op == "expand":
             return np.broadcast_to(x, node.shape)
+        if node.op == "pad":
+            return np.pad(x, node.arg)
         return x[basic_key(x.shape, node.arg)]
     if kind is Kind.JOIN:
         return np.concatenate(args, axis=node.arg)

@@ -7,6 +7,8 @@ is an element offset into the buffer, for an outer one a linear position in the 
 view below it. Almost every chain folds into one view (slices, steps, flips, transposes,
 broadcasts, and any reshape NumPy could do without a copy); a reshape of a non-contiguous view
 that NumPy would copy adds a second view instead, and the code generators unravel between them.
+A view may carry a *mask* (``pad`` makes one, for array updates): indices outside it read zero
+without touching memory.
 
 Views are plain values (tuples of ints): kernels are specialised on their *structure* (count,
 ranks, contiguity class), and the numbers travel as kernel arguments.
@@ -25,6 +27,9 @@ class View:
     shape: tuple[int, ...]
     strides: tuple[int, ...]  # in elements, may be 0 (broadcast) or negative (reversed)
     offset: int = 0
+    # valid index range [lo, hi) per dim, or None when every index is valid. Outside it the view
+    # reads zero (of the dtype) and never touches memory: ``pad`` makes such views.
+    mask: tuple[tuple[int, int], ...] | None = None
 
     @staticmethod
     def contiguous(shape: tuple[int, ...], offset: int = 0) -> View:
@@ -44,10 +49,14 @@ class View:
         """Every index maps to the same element (a broadcast scalar)."""
         return all(n == 1 or s == 0 for n, s in zip(self.shape, self.strides))
 
+    def valid(self, index: tuple[int, ...]) -> bool:
+        return self.mask is None or all(lo <= i < hi for i, (lo, hi) in zip(index, self.mask))
+
     # -- movement ---------------------------------------------------------------------------
     def permute(self, perm) -> View:
+        mask = None if self.mask is None else tuple(self.mask[p] for p in perm)
         return View(tuple(self.shape[p] for p in perm), tuple(self.strides[p] for p in perm),
-                    self.offset)
+                    self.offset, mask)
 
     def expand(self, shape) -> View:
         lead = len(shape) - len(self.shape)
@@ -55,28 +64,59 @@ class View:
             0 if n == 1 and m != 1 else s
             for n, s, m in zip(self.shape, self.strides, shape[lead:])
         ]
-        return View(tuple(shape), tuple(strides), self.offset)
+        mask = None
+        if self.mask is not None:
+            mask = tuple((0, m) for m in shape[:lead]) + tuple(
+                ((0, m) if hi > lo else (0, 0)) if n == 1 and m != 1 else (lo, hi)
+                for (lo, hi), n, m in zip(self.mask, self.shape, shape[lead:])
+            )
+        return View(tuple(shape), tuple(strides), self.offset, mask)
 
     def index(self, key) -> View:
-        shape, strides, offset, axis = [], [], self.offset, 0
+        shape, strides, mask, offset, axis = [], [], [], self.offset, 0
         for e in index_entries(self.shape, key):
             if e[0] == "n":
                 shape.append(1)
                 strides.append(0)
+                mask.append((0, 1))
                 continue
             stride = self.strides[axis]
+            lo, hi = self.mask[axis] if self.mask is not None else (0, self.shape[axis])
             if e[0] == "i":
                 offset += e[1] * stride
+                if not lo <= e[1] < hi:
+                    raise NotImplementedError("an integer index into the padding of a view")
             else:
                 _, start, step, length = e
                 offset += start * stride if length else 0
                 shape.append(length)
                 strides.append(stride * step)
+                # positions j with lo <= start + step * j < hi
+                if step > 0:
+                    jlo, jhi = -((start - lo) // step), -((start - hi) // step)
+                else:
+                    jlo, jhi = (start - hi) // -step + 1, (start - lo) // -step + 1
+                jlo, jhi = max(jlo, 0), min(jhi, length)
+                mask.append((jlo, max(jhi, jlo)))
             axis += 1
-        return View(tuple(shape), tuple(strides), offset)
+        shape, strides = tuple(shape), tuple(strides)
+        if self.mask is None or all(m == (0, n) for m, n in zip(mask, shape)):
+            return View(shape, strides, offset)
+        return View(shape, strides, offset, tuple(mask))
+
+    def pad(self, widths) -> View:
+        """Grow each dim by (before, after) positions that read zero."""
+        shape = tuple(n + b + a for n, (b, a) in zip(self.shape, widths))
+        offset = self.offset - sum(b * s for (b, _), s in zip(widths, self.strides))
+        old = self.mask or tuple((0, n) for n in self.shape)
+        mask = tuple((lo + b, hi + b) for (lo, hi), (b, _) in zip(old, widths))
+        return View(shape, self.strides, offset, mask)
 
     def reshape(self, shape) -> View | None:
-        """The same elements under ``shape`` as one view, or None when that needs a copy."""
+        """The same elements under ``shape`` as one view, or None when that needs a copy (or
+        when a mask cannot follow the reshape: then the mask stays on the view below)."""
+        if self.mask is not None:
+            return None
         strides = _nocopy_strides(self.shape, self.strides, shape)
         return None if strides is None else View(tuple(shape), strides, self.offset)
 
@@ -131,6 +171,8 @@ def apply_movement(views: tuple[View, ...], node: Node) -> tuple[View, ...]:
         return (*views[:-1], top.expand(node.shape))
     if node.op == "index":
         return (*views[:-1], top.index(node.arg))
+    if node.op == "pad":
+        return (*views[:-1], top.pad(node.arg))
     if node.op == "reshape":
         shape = normalize_reshape(top.shape, node.arg)
         merged = top.reshape(shape)

@@ -225,8 +225,7 @@ around = round
 
 def array_ufunc(ufunc, method, inputs, kwargs):
     """``ndarray.__array_ufunc__``: NumPy ufuncs called on fuseray arrays stay lazy."""
-    if kwargs.get("out") is not None:
-        raise TypeError(f"{ufunc.__name__}: out= is not supported by fuseray yet")
+    out = kwargs.pop("out", None)
     dtype = kwargs.pop("dtype", None)
     if kwargs:
         raise TypeError(f"{ufunc.__name__}: unsupported arguments {sorted(kwargs)}")
@@ -236,8 +235,8 @@ def array_ufunc(ufunc, method, inputs, kwargs):
             return NotImplemented
         if ufunc.nout == 2 and name == "divmod":
             return divmod(*inputs)
-        out = apply(name, *inputs)
-        return out if dtype is None else astype(out, dtype)
+        return FUNCTIONS[name](*inputs, out=out, dtype=dtype) if name in FUNCTIONS else \
+            apply(name, *inputs)
     if method == "reduce":
         from . import reductions
 
@@ -245,7 +244,12 @@ def array_ufunc(ufunc, method, inputs, kwargs):
         if reducer is None:
             return NotImplemented
         (x,) = inputs
-        return reducer(x, **({"dtype": dtype} if dtype is not None else {}))
+        result = reducer(x, **({"dtype": dtype} if dtype is not None else {}))
+        if out is not None:
+            from .update import write_out
+
+            return write_out(ufunc.__name__, result, out, reduction=True)
+        return result
     return NotImplemented
 
 
@@ -259,11 +263,18 @@ def divmod(a, b):  # noqa: A001 - NumPy's name
 
 
 def _define(name: str):
-    def fn(*args):
+    def fn(*args, out=None, dtype=None):
         row = OPS[name]
         if len(args) != row.arity:
             raise TypeError(f"{name}() takes {row.arity} positional arguments, got {len(args)}")
-        return apply(name, *args)
+        result = apply(name, *args)
+        if dtype is not None:
+            result = astype(result, dtype)
+        if out is not None:
+            from .update import write_out
+
+            return write_out(name, result, out)
+        return result
 
     fn.__name__ = name
     fn.__qualname__ = name

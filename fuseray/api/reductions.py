@@ -57,11 +57,32 @@ def _accumulating(name: str, a, axis, dtype, keepdims) -> Node:
     return _reduce(name, cast(node, out), axes, keepdims)
 
 
+def _with_out(ufunc_name: str):
+    """Give a reduction NumPy's ``out=``: the result is written into ``out`` (unsafe casting)."""
+
+    def deco(fn):
+        def wrapper(*args, out=None, **kwargs):
+            result = fn(*args, **kwargs)
+            if out is None:
+                return result
+            from .update import write_out
+
+            return write_out(ufunc_name, result, out, reduction=True)
+
+        wrapper.__name__, wrapper.__qualname__, wrapper.__doc__ = (
+            fn.__name__, fn.__qualname__, fn.__doc__)
+        return wrapper
+
+    return deco
+
+
+@_with_out("add")
 def sum(a, axis=None, dtype=None, keepdims=False):  # noqa: A001 - NumPy's name
     """``numpy.sum``."""
     return wrap(_accumulating("sum", a, axis, dtype, keepdims))
 
 
+@_with_out("multiply")
 def prod(a, axis=None, dtype=None, keepdims=False):
     """``numpy.prod``."""
     return wrap(_accumulating("prod", a, axis, dtype, keepdims))
@@ -77,11 +98,13 @@ def _extremum(name: str, ufunc: str, a, axis, keepdims) -> Node:
     return _reduce(name, node, axes, keepdims)
 
 
+@_with_out("maximum")
 def max(a, axis=None, keepdims=False):  # noqa: A001 - NumPy's name
     """``numpy.max`` (``amax``): NaN propagates."""
     return wrap(_extremum("max", "maximum", a, axis, keepdims))
 
 
+@_with_out("minimum")
 def min(a, axis=None, keepdims=False):  # noqa: A001 - NumPy's name
     """``numpy.min`` (``amin``): NaN propagates."""
     return wrap(_extremum("min", "minimum", a, axis, keepdims))
@@ -93,11 +116,13 @@ def _logical(name: str, a, axis, keepdims) -> Node:
     return _reduce(name, cast(node, dtypes.BOOL), axes, keepdims)
 
 
+@_with_out("logical_or")
 def any(a, axis=None, keepdims=False):  # noqa: A001 - NumPy's name
     """``numpy.any``."""
     return wrap(_logical("any", a, axis, keepdims))
 
 
+@_with_out("logical_and")
 def all(a, axis=None, keepdims=False):  # noqa: A001 - NumPy's name
     """``numpy.all``."""
     return wrap(_logical("all", a, axis, keepdims))
@@ -119,6 +144,7 @@ def _mean(node: Node, axes, keepdims, acc, ddof=0) -> Node:
     return _reduce("mean", cast(node, acc), axes, keepdims, extra=(ddof,))
 
 
+@_with_out("add")
 def mean(a, axis=None, dtype=None, keepdims=False):
     """``numpy.mean``."""
     node = as_node(a)
@@ -137,12 +163,14 @@ def _variance(a, axis, dtype, ddof, keepdims) -> tuple[Node, np.dtype]:
     return _mean(squares._node, axes, keepdims, acc, ddof=int(ddof)), out
 
 
+@_with_out("add")
 def var(a, axis=None, dtype=None, ddof=0, keepdims=False):
     """``numpy.var``: mean of squared deviations over (count - ddof)."""
     v, out = _variance(a, axis, dtype, ddof, keepdims)
     return wrap(cast(v, out))
 
 
+@_with_out("add")
 def std(a, axis=None, dtype=None, ddof=0, keepdims=False):
     """``numpy.std``."""
     v, out = _variance(a, axis, dtype, ddof, keepdims)
@@ -162,11 +190,13 @@ def _arg(name: str, a, axis, keepdims) -> Node:
     return _reduce(name, node, axes, keepdims, dtype=dtypes.INTP)
 
 
+@_with_out("argmax")
 def argmax(a, axis=None, keepdims=False):
     """``numpy.argmax``: index of the first maximum (a NaN counts as the maximum)."""
     return wrap(_arg("argmax", a, axis, keepdims))
 
 
+@_with_out("argmin")
 def argmin(a, axis=None, keepdims=False):
     """``numpy.argmin``: index of the first minimum (a NaN counts as the minimum)."""
     return wrap(_arg("argmin", a, axis, keepdims))

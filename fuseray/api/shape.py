@@ -11,7 +11,7 @@ from __future__ import annotations
 import operator
 
 from .. import dtypes
-from ..array import ndarray, wrap
+from ..array import ndarray, view, wrap
 from ..graph import Node, broadcast_shapes, infer_shape
 from ..ops import OPS
 from .elementwise import as_node, cast
@@ -36,8 +36,25 @@ def reshape(a, shape, order="C") -> ndarray:
     spec = _shape_arg(shape)
     infer_shape(OPS["reshape"], (node,), spec)  # NumPy's errors, here and now
     if spec == node.shape:
-        return wrap(node)
-    return wrap(Node.make("reshape", (node,), spec))
+        return view(a, node)
+    out = Node.make("reshape", (node,), spec)
+    return view(a, out) if _reshape_is_view(a, out) else wrap(out)
+
+
+def _reshape_is_view(a, out: Node) -> bool:
+    """NumPy returns a view when the reshape needs no copy of the base's (C-ordered) data."""
+    if not isinstance(a, ndarray):
+        return False
+    from ..views import View, fold
+
+    st = a._storage
+    base = st.node if st is not None else out.src[0]
+    steps = [*(a._chain if st is not None else ()), ("reshape", out.arg)]
+    node, chain = base, []
+    for op, arg in steps:
+        node = Node.make(op, (node,), arg, node.dtype)
+        chain.append(node)
+    return len(fold(View.contiguous(base.shape), chain)) == 1
 
 
 def ravel(a, order="C") -> ndarray:
@@ -59,8 +76,8 @@ def transpose(a, axes=None) -> ndarray:
         if len(set(perm)) != n:
             raise ValueError("repeated axis in transpose")
     if perm == tuple(range(n)):
-        return wrap(node)
-    return wrap(Node.make("permute", (node,), perm))
+        return view(a, node)
+    return view(a, Node.make("permute", (node,), perm))
 
 
 def swapaxes(a, axis1, axis2) -> ndarray:
@@ -119,9 +136,9 @@ def broadcast_to(a, shape) -> ndarray:
     if any(d < 0 for d in target):
         raise ValueError("all elements of broadcast shape must be non-negative")
     infer_shape(OPS["expand"], (node,), target)
-    if target == node.shape:
-        return wrap(node)
-    return wrap(Node.make("expand", (node,), target))
+    # NumPy's broadcast_to returns a read-only view
+    return view(a, node if target == node.shape else Node.make("expand", (node,), target),
+                readonly=True)
 
 
 def broadcast_arrays(*args) -> tuple[ndarray, ...]:
@@ -178,9 +195,9 @@ def getitem(a: ndarray, key) -> ndarray:
     node = as_node(a)
     entries = _normalize_key(key, node.ndim)
     if all(e == ("s", None, None, None) for e in entries):
-        return wrap(node)
+        return view(a, node)
     infer_shape(OPS["index"], (node,), entries)  # IndexError at this line, as NumPy's
-    return wrap(Node.make("index", (node,), entries))
+    return view(a, Node.make("index", (node,), entries))
 
 
 def _normalize_key(key, ndim: int) -> tuple:

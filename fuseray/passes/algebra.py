@@ -16,17 +16,21 @@ from ..ops import Kind
 from .rewrite import first_of, rewrite
 
 
+def _const_under(node: Node) -> Node | None:
+    """The constant a chain of movement ops broadcasts (a pad breaks uniformity: it adds 0s)."""
+    while node.kind is Kind.MOVEMENT and node.op != "pad":
+        node = node.src[0]
+    return node if node.op == "const" else None
+
+
 def uniform_value(node: Node):
     """The single value every element of ``node`` has, if it is a broadcast constant."""
-    while node.kind is Kind.MOVEMENT:
-        node = node.src[0]
-    return node.arg[0] if node.op == "const" else None
+    c = _const_under(node)
+    return None if c is None else c.arg[0]
 
 
 def is_uniform(node: Node) -> bool:
-    while node.kind is Kind.MOVEMENT:
-        node = node.src[0]
-    return node.op == "const"
+    return _const_under(node) is not None
 
 
 def broadcast_const(value, dtype, shape) -> Node:
@@ -40,8 +44,8 @@ def _fold(node: Node) -> Node | None:
     if not all(is_uniform(s) for s in node.src):
         return None
     if node.kind is Kind.MOVEMENT:
-        if node.src[0].op == "const" and node.op == "expand":
-            return None  # already the canonical form of a broadcast constant
+        if node.src[0].op == "const" and node.op == "expand" or node.op == "pad":
+            return None  # the canonical broadcast constant, or zeros around a constant
         return broadcast_const(uniform_value(node.src[0]), node.dtype, node.shape)
     args = [np.asarray(uniform_value(s), dtype=s.dtype) for s in node.src]
     try:

@@ -9,18 +9,9 @@ read of memory is one affine view (``views.py``) of one buffer.
 
 from __future__ import annotations
 
-from ..graph import Node
+from ..graph import Node, broadcast_node
 from ..ops import Kind
 from .rewrite import rewrite
-
-
-def broadcast_node(src: Node, shape: tuple[int, ...]) -> Node:
-    """``src`` broadcast to ``shape`` with NumPy's right alignment, as movement nodes."""
-    if src.shape == shape:
-        return src
-    if len(src.shape) < len(shape):
-        src = Node.make("reshape", (src,), (1,) * (len(shape) - len(src.shape)) + src.shape)
-    return src if src.shape == shape else Node.make("expand", (src,), shape)
 
 
 def _explicit(node: Node) -> Node | None:
@@ -49,8 +40,8 @@ def push_views(roots):
         if node.kind is not Kind.MOVEMENT:
             return None
         inner = node.src[0]
-        if inner.kind is not Kind.ELEMENTWISE or from_reduction[inner]:
-            return None
+        if inner.kind is not Kind.ELEMENTWISE or from_reduction[inner] or inner.op == "update":
+            return None  # an updated array read through a view is stored, not recomputed
         src = tuple(Node.make(node.op, (s,), node.arg, s.dtype) for s in inner.src)
         return Node.make(inner.op, src, inner.arg, inner.dtype)
 
