@@ -32,6 +32,8 @@ from .ops import Kind
 from .views import View, fold, movement_chain
 
 LEAF_OPS = ("buffer", "const", "param")
+# kinds computed inside whichever kernel needs them (a take reads its source from memory)
+INLINED = (Kind.ELEMENTWISE, Kind.GATHER)
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class Store:
 @dataclass(frozen=True)
 class Kernel:
     name: str  # fr_<kind>_<digest8>: stable across sizes, easy to find in a profiler
-    kind: str  # "elementwise" | "reduce" | "row"
+    kind: str  # "elementwise" | "reduce" | "row" | "scatter"
     space: tuple[int, ...]  # the full iteration space S
     axes: tuple[int, ...]  # reduced axes of S; () for an elementwise kernel
     nodes: tuple[Node, ...]  # everything the kernel reads or evaluates, sources first
@@ -68,7 +70,8 @@ class Kernel:
         """The computing ops fused here (not loads, constants or re-addressing)."""
         inputs = set(self.inputs)
         return [n.op for n in self.nodes
-                if n.kind in (Kind.ELEMENTWISE, Kind.REDUCE) and n not in inputs]
+                if n.kind in (Kind.ELEMENTWISE, Kind.REDUCE, Kind.GATHER, Kind.SCATTER)
+                and n not in inputs]
 
     def bytes_moved(self) -> int:
         """The fewest bytes this kernel must move: each input read once, each output written."""
@@ -104,11 +107,11 @@ def cone(value: Node, materialised: set[Node]) -> Cone:
     """Walk from ``value`` through elementwise nodes; stop at data, views and reductions."""
     order = toposort(
         [value],
-        stop=lambda n: n is not value and (n.kind is not Kind.ELEMENTWISE or n in materialised),
+        stop=lambda n: n is not value and (n.kind not in INLINED or n in materialised),
     )
     nodes, accesses, reads = [], [], []
     for n in order:
-        if n.kind is Kind.ELEMENTWISE and (n is value or n not in materialised):
+        if n.kind in INLINED and (n is value or n not in materialised):
             nodes.append(n)
             continue
         accesses.append(n)
@@ -134,6 +137,7 @@ class Group:
     deps: set[int] = field(default_factory=set)
     region: tuple[Node, View] | None = None  # join piece: (target, region)
     closed: bool = False  # holds a value cut at the op limit: takes nothing more
+    scatter: Node | None = None  # a scatter group holds only its scatter
 
     @property
     def n_rows(self) -> int:
@@ -284,7 +288,7 @@ class Planner:
         """Make ``node`` a stored output of the group that computes it."""
         if node in self.materialised or node.op in LEAF_OPS:
             return
-        if node.kind is Kind.ELEMENTWISE:
+        if node.kind in INLINED:
             self.anchor_elementwise(node, reason)
             return
         self.materialised.add(node)
@@ -308,6 +312,18 @@ class Planner:
             g.full.append(s)
         self.owner[j] = self.groups[-1]
 
+    def plan_scatter(self, n: Node) -> None:
+        """A scatter runs as its own kernel over stored operands (positions may repeat)."""
+        for s in n.src:
+            base, _ = movement_chain(s)
+            self.materialise(base, "read by a scatter (x[indices] = values)")
+        g = self.new_group(n.shape, ())
+        g.scatter = n
+        self.group_of[n] = g
+        self.materialised.add(n)
+        self.owner[n] = g
+        self.splits.setdefault(n, "a scatter (x[indices] = values) is stored")
+
     # -- the walk -----------------------------------------------------------------------------
     def run(self) -> Plan:
         limit = config.max_kernel_ops
@@ -320,14 +336,19 @@ class Planner:
         # an updated array read shifted, a stencil's neighbours) are stored when reached, in
         # order, so every later kernel reads them and no cone walks back past them
         viewed = {m.src[0] for m in self.order if m.kind is Kind.MOVEMENT
-                  and m.src[0].kind is Kind.ELEMENTWISE and m.src[0] not in derived}
+                  and m.src[0].kind in INLINED and m.src[0] not in derived}
+        # a take reads its source at computed positions: only memory has them
+        viewed |= {m.src[0] for m in self.order if m.kind is Kind.GATHER
+                   and m.src[0].kind in INLINED}
         for n in self.order:
             if n.kind is Kind.REDUCE:
                 self.plan_reduction(n)
             elif n.kind is Kind.JOIN:
                 self.materialise(n, "concatenate writes each piece into its region")
                 self.plan_join(n)
-            elif n.kind is Kind.ELEMENTWISE:
+            elif n.kind is Kind.SCATTER:
+                self.plan_scatter(n)
+            elif n.kind in INLINED:
                 if n in derived and n not in self.group_of:
                     home = self.row_home(n, cone(n, self.materialised))
                     if home is not None:
@@ -348,10 +369,23 @@ class Planner:
 
     def has_work(self, g: Group) -> bool:
         return bool(g.reductions and any(self.owner.get(r) is g for r in g.reductions)
-                    or g.full or g.row)
+                    or g.full or g.row or g.scatter)
 
     # -- from a group to a kernel -------------------------------------------------------------
+    def scatter_kernel(self, g: Group) -> Kernel:
+        n = g.scatter
+        nodes, inputs = [], []
+        for s in n.src:
+            base, chain = movement_chain(s)
+            nodes.extend(x for x in [base, *chain] if x not in nodes)
+            if base.op not in ("const", "param") and base not in inputs:
+                inputs.append(base)
+        nodes.append(n)
+        return _kernel("scatter", g, nodes, inputs, [Store(n, n)], frozenset())
+
     def kernel(self, g: Group) -> Kernel:
+        if g.scatter is not None:
+            return self.scatter_kernel(g)
         # values stored by earlier kernels are read; one stored by a later kernel (an output
         # materialised after this group was formed) is recomputed here, so kernels run in order
         elsewhere = {n for n in self.materialised

@@ -240,6 +240,10 @@ def infer_shape(row: OpDef, src: tuple[Node, ...], arg) -> tuple[int, ...]:
         if keepdims:
             return tuple(1 if i in axes else d for i, d in enumerate(shape))
         return tuple(d for i, d in enumerate(shape) if i not in axes)
+    if kind is Kind.GATHER:
+        return src[1].shape + src[0].shape[1:]
+    if kind is Kind.SCATTER:
+        return src[0].shape
     if kind is Kind.JOIN:
         axis = arg
         first = src[0].shape

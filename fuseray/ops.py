@@ -29,6 +29,8 @@ class Kind(enum.Enum):
     REDUCE = "reduce"
     MOVEMENT = "movement"  # changes how elements are addressed, never their values
     JOIN = "join"  # concatenate: writes each source into a region of its result
+    GATHER = "gather"  # take: reads its first source at positions its second source computes
+    SCATTER = "scatter"  # writes values at computed positions of a copy of an array
 
 
 class Dtype(enum.Enum):
@@ -234,6 +236,10 @@ _ROWS = [
     OpDef("pad", Kind.MOVEMENT, 1, Dtype.SAME, None),  # arg ((before, after), ...); reads 0
     # joins
     OpDef("concatenate", Kind.JOIN, -1, Dtype.SAME, np.concatenate),
+    # advanced indexing: take(x, i)[j, r...] = x[i[j], r...]; scatter(x, i, v): x with
+    # x[i[j], r...] = v[j, r...] (the last write to a position wins, as in NumPy)
+    OpDef("take", Kind.GATHER, 2, Dtype.SAME, None),
+    OpDef("scatter", Kind.SCATTER, 3, Dtype.SAME, None),
 ]
 
 OPS: dict[str, OpDef] = {row.name: row for row in _ROWS}

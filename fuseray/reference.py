@@ -49,6 +49,16 @@ def evaluate(node: Node, args: list[np.ndarray]) -> np.ndarray:
         return x[basic_key(x.shape, node.arg)]
     if kind is Kind.JOIN:
         return np.concatenate(args, axis=node.arg)
+    if kind is Kind.GATHER:
+        x, idx = args
+        check_bounds(idx, x.shape[0])
+        return x[idx]
+    if kind is Kind.SCATTER:
+        old, idx, values = args
+        check_bounds(idx, old.shape[0])
+        out = np.array(old, copy=True)
+        out[idx] = values  # NumPy assigns in order: the last write to a position wins
+        return out
     if node.op == "const":
         return np.asarray(node.arg[0], dtype=node.dtype)
     raise AssertionError(f"no reference for {node.op}")
@@ -77,3 +87,10 @@ def basic_key(shape, entries) -> tuple:
             stop = start + step * length
             key.append(slice(start, stop if stop >= 0 else None, step))
     return tuple(key)
+
+
+def check_bounds(idx: np.ndarray, size: int) -> None:
+    """NumPy's IndexError for the first index outside [-size, size) (negatives count back)."""
+    if idx.size and (idx.min() < -size or idx.max() >= size):
+        bad = idx[(idx < -size) | (idx >= size)].flat[0]
+        raise IndexError(f"index {bad} is out of bounds for axis 0 with size {size}")

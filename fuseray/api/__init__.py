@@ -7,7 +7,7 @@ returns a lazy fuseray array.
 
 from __future__ import annotations
 
-from . import creation, elementwise, reductions, shape
+from . import creation, elementwise, indexing, reductions, shape
 
 NAMESPACE = {
     **elementwise.FUNCTIONS,
@@ -26,6 +26,8 @@ NAMESPACE = {
         "reshape", "ravel", "transpose", "swapaxes", "moveaxis", "expand_dims", "squeeze",
         "broadcast_to", "broadcast_arrays", "concatenate", "stack")},
     "broadcast_shapes": shape.broadcast_shapes_,
+    **{name: getattr(indexing, name) for name in (
+        "take", "nonzero", "put", "place", "putmask", "copyto")},
     **{name: getattr(creation, name) for name in (
         "asarray", "array", "asnumpy", "zeros", "ones", "empty", "full", "zeros_like",
         "ones_like", "empty_like", "full_like", "arange", "linspace", "eye", "identity")},

@@ -192,8 +192,12 @@ def copy(x) -> ndarray:
 
 def where(condition, x=None, y=None) -> ndarray:
     """``numpy.where`` with three arguments."""
+    if x is None and y is None:
+        from .indexing import nonzero
+
+        return nonzero(condition)
     if x is None or y is None:
-        raise NotImplementedError("fr.where(condition) with one argument is not supported yet")
+        raise ValueError("either both or neither of x and y should be given")
     return apply("where", condition, x, y)
 
 

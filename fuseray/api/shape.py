@@ -191,7 +191,12 @@ def stack(arrays, axis=0) -> ndarray:
 
 
 def getitem(a: ndarray, key) -> ndarray:
-    """Basic indexing (ints, slices with any step, None, Ellipsis) as a view that fuses."""
+    """Basic indexing (ints, slices with any step, None, Ellipsis) as a view that fuses;
+    integer and boolean array indices gather (``api.indexing``)."""
+    from . import indexing
+
+    if indexing.is_advanced(key):
+        return indexing.getitem(a, key)
     node = as_node(a)
     entries = _normalize_key(key, node.ndim)
     if all(e == ("s", None, None, None) for e in entries):

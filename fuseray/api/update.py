@@ -167,8 +167,21 @@ def _is_bool_mask(key) -> bool:
     return dt is not None and np.dtype(dt) == np.bool_ and getattr(key, "ndim", 0) > 0
 
 
+def _is_scalar_value(value) -> bool:
+    """A value every selected element gets alike (no need to know how many are selected)."""
+    v = operand(value)
+    return isinstance(v, Scalar) or v.size == 1
+
+
 def setitem(x: ndarray, key, value) -> None:
-    """``x[key] = value`` for basic keys (ints, slices, None, Ellipsis) and boolean masks."""
+    """``x[key] = value`` for basic keys (ints, slices, None, Ellipsis), boolean masks and
+    integer arrays."""
+    from . import indexing
+
+    if _is_bool_mask(key) and not _is_scalar_value(value) or \
+            not _is_bool_mask(key) and indexing.is_advanced(key):
+        indexing.setitem(x, key, value)
+        return
     if _is_bool_mask(key):
         mask = as_node(key)
         target = node_of(x)
@@ -178,12 +191,6 @@ def setitem(x: ndarray, key, value) -> None:
                 f" {target.shape[0]} but size of corresponding boolean axis is {mask.shape[0]}"
             )
         v = operand(value)
-        vshape = () if isinstance(v, Scalar) else v.shape
-        if int(np.prod(vshape)) != 1:
-            raise NotImplementedError(
-                "assigning an array through a boolean mask needs its true count; fuseray"
-                " supports a scalar (or one-element) value here"
-            )
         full = _value_node(value if isinstance(v, Scalar) else
                            Node.make("reshape", (v,), (), v.dtype), x.dtype, target.shape)
         mask_full = broadcast_node(
