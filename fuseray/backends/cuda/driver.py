@@ -16,11 +16,12 @@ Invariants:
   what the thread had before, so fuseray never changes another library's current device.
 * Launch parameters live in per-thread buffers laid out once per kernel signature (``ArgPack``):
   a launch writes the values with one ``struct.pack_into`` and hands the driver the address of a
-  prebuilt ``void*[]``. A CPU microbenchmark (7 arguments, cuda-bindings 13.5) measured 0.21 us
-  for ``pack_into``, 0.21 us for a NumPy structured-array store, 0.37 us for cuda-bindings'
-  ``(values, types)`` tuple form (about 1 us slower per launch with cuda-bindings 13.3 on an H200)
-  and 1.9 us for fresh ctypes structures; a lock around a shared buffer added 0.14 us, a
-  thread-local lookup 0.03 us.
+  prebuilt ``void*[]``. Measured packing costs (7 arguments, CPU only): ``pack_into`` 0.21 us, a
+  NumPy structured-array store 0.21 us, cuda-bindings' ``(values, types)`` form 0.37 us (13.5;
+  slower in 13.3), fresh ctypes structures 1.9 us; a lock around a shared buffer would add 0.14
+  us, the thread-local lookup adds 0.03 us. On an H200 host (cuda-bindings 13.3) a bare
+  ``cuLaunchKernel`` took 3.9-4.4 us, ``launch`` with an ``ArgPack`` 0.9 us more, and the
+  ``(values, types)`` form 6.2 us; calling libcuda through ctypes was slower still (4.9 us).
 """
 
 from __future__ import annotations
@@ -54,13 +55,13 @@ __all__ = [
     "current_device",
     "device_count",
     "device_props",
+    "is_current",
     "launch",
     "load_function",
     "primary_context",
     "set_current_device",
 ]
 
-_OUT_OF_MEMORY = 2  # CUDA_ERROR_OUT_OF_MEMORY
 _DEFAULT_SHARED_LIMIT = 48 * 1024  # dynamic shared memory allowed without an opt-in attribute
 
 
@@ -73,10 +74,6 @@ class CUDAError(RuntimeError):
         self.name = _error_name(result)
         message = f"{call} failed with {self.name} ({self.code}): {_error_string(result)}"
         super().__init__(f"{message}. {hint}" if hint else message)
-
-    @property
-    def out_of_memory(self) -> bool:
-        return self.code == _OUT_OF_MEMORY
 
 
 class CUDAUnavailableError(RuntimeError):
@@ -246,6 +243,9 @@ def device_props(device_id: int) -> DeviceProps:
 
 # ----------------------------------------------------------------------------- contexts
 
+# Its own lock, never held while probing: primary_context may be the first CUDA call a process
+# makes, and available() takes _init_lock.
+_context_lock = threading.Lock()
 _contexts: dict[int, object] = {}  # device id -> retained primary CUcontext
 _context_ints: dict[int, int] = {}  # device id -> int(handle), for cheap comparisons
 
@@ -258,10 +258,10 @@ def primary_context(device_id: int):
     """
     ctx = _contexts.get(device_id)
     if ctx is None:
-        with _init_lock:
+        dev = device_handle(device_id)
+        with _context_lock:
             ctx = _contexts.get(device_id)
             if ctx is None:
-                dev = device_handle(device_id)
                 ctx = check(cu.cuDevicePrimaryCtxRetain(dev), "cuDevicePrimaryCtxRetain")
                 _context_ints[device_id] = int(ctx)
                 _contexts[device_id] = ctx
@@ -288,6 +288,15 @@ def current_device() -> int:
 def set_current_device(device_id: int) -> None:
     """Make ``device_id``'s primary context current on this thread (``cudaSetDevice``)."""
     check(cu.cuCtxSetCurrent(primary_context(device_id)), "cuCtxSetCurrent")
+
+
+def is_current(device_id: int) -> bool:
+    """Whether ``device_id``'s primary context is current on this thread (one driver call).
+
+    The hot paths test this and fall back to ``ContextScope`` only when it is False.
+    """
+    status, current = cu.cuCtxGetCurrent()
+    return not status and int(current) == _context_ints.get(device_id)
 
 
 class ContextScope:

@@ -9,12 +9,14 @@ Invariants:
 
 * Allocation is stream-ordered (``cuMemAllocAsync`` from the device's default pool). Each
   allocation records its *last-use stream*; it is freed with ``cuMemFreeAsync`` on that stream, so
-  the free is ordered after every kernel that used it. ``DeviceArray.use_on(stream)`` must be
-  called before enqueuing work that touches an array on a stream; when the stream changes it makes
-  the new stream wait for the old one, so "ordered after the last-use stream" implies "ordered
-  after every earlier use".
-* Out of memory: collect garbage, synchronise the device, trim the pool, retry once, then raise
-  ``OutOfMemoryError``; nothing is left in a broken state.
+  the free is ordered after every kernel that used it. Blocks up to 1 MiB are instead recycled
+  to later allocations on the same stream (up to 64 MiB per device), which keeps a small cached
+  call clear of two driver round trips.
+* ``DeviceArray.use_on(stream)`` must be called before enqueuing work that touches an array on a
+  stream. When the stream changes it makes the new stream wait for the old one, so "ordered after
+  the last-use stream" implies "ordered after every earlier use".
+* Out of memory: collect garbage, free recycled blocks, synchronise the device, trim the pool,
+  retry once, then raise ``OutOfMemoryError``; nothing is left in a broken state.
 * Nothing is freed during interpreter shutdown: process exit releases device memory, and calling
   the driver from a half-finalised interpreter is not safe.
 * Strides are in bytes (NumPy's convention) everywhere except inside DLPack structs (elements).
@@ -23,17 +25,24 @@ Invariants:
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import math
 import sys
+import threading
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
 
-from fuseray.backends.cuda import driver
+from fuseray.backends.cuda import dlpack, driver, streams
 from fuseray.backends.cuda.driver import ContextScope, CUDAError, check, cu
-from fuseray.backends.cuda.streams import BaseStream, ExternalStream, as_stream, stream_wait
+from fuseray.backends.cuda.streams import (
+    BaseStream,
+    Device,
+    ExternalStream,
+    as_stream,
+    stream_wait,
+)
 
 __all__ = [
     "SUPPORTED_DTYPES",
@@ -47,27 +56,7 @@ __all__ = [
     "to_host",
 ]
 
-# dtype -> DLPack (type code, bits): kDLInt 0, kDLUInt 1, kDLFloat 2, kDLBool 6.
-_DLPACK_CODES = {
-    np.dtype(np.bool_): (6, 8),
-    np.dtype(np.int8): (0, 8),
-    np.dtype(np.int16): (0, 16),
-    np.dtype(np.int32): (0, 32),
-    np.dtype(np.int64): (0, 64),
-    np.dtype(np.uint8): (1, 8),
-    np.dtype(np.uint16): (1, 16),
-    np.dtype(np.uint32): (1, 32),
-    np.dtype(np.uint64): (1, 64),
-    np.dtype(np.float16): (2, 16),
-    np.dtype(np.float32): (2, 32),
-    np.dtype(np.float64): (2, 64),
-}
-_DLPACK_DTYPES = {code: dtype for dtype, code in _DLPACK_CODES.items()}
-SUPPORTED_DTYPES = tuple(_DLPACK_CODES)
-
-_KDL_CUDA = 2
-_KDL_CUDA_MANAGED = 13
-_READ_ONLY = 1  # DLPACK_FLAG_BITMASK_READ_ONLY
+SUPPORTED_DTYPES = tuple(dlpack.DTYPE_CODES)
 
 
 class OutOfMemoryError(MemoryError):
@@ -81,12 +70,14 @@ class OutOfMemoryError(MemoryError):
 
 def _supported(dtype: object) -> np.dtype:
     dt = np.dtype(dtype)
-    if dt not in _DLPACK_CODES:
+    if dt not in dlpack.DTYPE_CODES:
         raise TypeError(f"fuseray's CUDA backend does not support dtype {dt} ({dt.str})")
     return dt
 
 
 def _c_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    if len(shape) == 1:
+        return (itemsize,)
     strides = []
     step = itemsize
     for extent in reversed(shape):
@@ -124,16 +115,50 @@ def _pool(device_id: int):
     return pool
 
 
+# Small blocks are recycled by fuseray itself: a driver alloc/free pair costs about 2.5 us from
+# Python, most of a cached call's budget, while popping a list costs 0.1 us. A block freed with
+# last-use stream S may be handed to new work on S at once (stream order already puts that work
+# after every earlier use), so blocks are filed per (stream, size). Filed bytes are capped per
+# device; they go back to the driver when an allocation runs out of memory, and, in S's order,
+# when S's stream object is collected (``_forget_stream``), before S is destroyed.
+_SMALL_BLOCK = 1 << 20
+_GRANULE = 512
+_RECYCLE_LIMIT = 64 << 20
+# Re-entrant because garbage collection may run a DeviceMemory.__del__ inside a critical section.
+_recycle_lock = threading.RLock()
+_recycled: dict[tuple[int, int], list[int]] = {}  # (id(stream), size) -> filed pointers
+# id(stream) -> (weak reference to the stream, sizes filed under it). Weak, so that recycling never
+# keeps a stream alive; ids stay unambiguous because a dying stream's files are removed with it.
+_filers: dict[int, tuple[weakref.ref, set[int]]] = {}
+_recycled_bytes: dict[int, int] = {}  # device id -> bytes filed
+
+
 def _allocate(size: int, stream: BaseStream) -> int:
+    """A device pointer of ``size`` bytes (a granule multiple when small), in ``stream`` order."""
+    if size <= _SMALL_BLOCK:
+        filed = _recycled.get((id(stream), size))
+        if filed:
+            with _recycle_lock:
+                if filed:
+                    _recycled_bytes[stream.device_id] -= size
+                    return filed.pop()
     device_id = stream.device_id
+    if device_id in _pools and driver.is_current(device_id):
+        status, ptr = cu.cuMemAllocAsync(size, stream.handle)
+        if not status:
+            return int(ptr)
     with ContextScope(device_id):
         pool = _pool(device_id)
         status, ptr = cu.cuMemAllocAsync(size, stream.handle)
         if status == cu.CUresult.CUDA_ERROR_OUT_OF_MEMORY:
-            # Unreachable arrays in reference cycles still hold memory, frees queued on streams
-            # complete only after a synchronisation, and the pool may hold free blocks too small
-            # for this request: release all three, then try once more.
+            # Unreachable arrays in reference cycles still hold memory, filed blocks and frees
+            # queued on streams are not yet back in the pool, and the pool may hold free blocks
+            # too small for this request: release all of it, then try once more.
             gc.collect()
+            for filer_id, (ref, _) in list(_filers.items()):
+                filer = ref()
+                if filer is not None and filer.device_id == device_id:
+                    _unfile(filer_id, filer)
             check(cu.cuCtxSynchronize(), "cuCtxSynchronize")
             check(cu.cuMemPoolTrimTo(pool, 0), "cuMemPoolTrimTo")
             status, ptr = cu.cuMemAllocAsync(size, stream.handle)
@@ -144,7 +169,49 @@ def _allocate(size: int, stream: BaseStream) -> int:
     return int(ptr)
 
 
+def _release(ptr: int, size: int, stream: BaseStream) -> None:
+    device_id = stream.device_id
+    if size <= _SMALL_BLOCK:
+        key = (id(stream), size)
+        with _recycle_lock:
+            held = _recycled_bytes.get(device_id, 0)
+            if held + size <= _RECYCLE_LIMIT:
+                _recycled_bytes[device_id] = held + size
+                filed = _recycled.get(key)
+                if filed is None:
+                    filed = _recycled[key] = []
+                    _filers.setdefault(key[0], (weakref.ref(stream), set()))[1].add(size)
+                filed.append(ptr)
+                return
+    _free(ptr, device_id, stream)
+
+
+def _unfile(filer_id: int, stream: BaseStream) -> None:
+    """Free every block filed under ``stream`` (whose id is ``filer_id``), in its order."""
+    with _recycle_lock:
+        _, sizes = _filers.pop(filer_id, (None, ()))
+        ptrs = []
+        for size in sizes:
+            filed = _recycled.pop((filer_id, size))
+            _recycled_bytes[stream.device_id] -= size * len(filed)
+            ptrs += filed
+    for ptr in ptrs:
+        _free(ptr, stream.device_id, stream)
+
+
+def _forget_stream(stream: BaseStream) -> None:
+    if id(stream) in _filers:
+        _unfile(id(stream), stream)
+
+
+streams.on_collect(_forget_stream)
+
+
 def _free(ptr: int, device_id: int, stream: BaseStream) -> None:
+    if driver.is_current(device_id):
+        (status,) = cu.cuMemFreeAsync(ptr, stream.handle)
+        if not status:
+            return
     with ContextScope(device_id):
         (status,) = cu.cuMemFreeAsync(ptr, stream.handle)
         if status:
@@ -155,16 +222,19 @@ def _free(ptr: int, device_id: int, stream: BaseStream) -> None:
 
 
 class DeviceMemory:
-    """One stream-ordered device allocation of ``size`` bytes, owned by this object.
+    """One stream-ordered device allocation of at least ``size`` bytes, owned by this object.
 
-    ``stream`` is the last-use stream: allocation happens on it, and the free is enqueued on it
-    when the object is garbage collected. Zero-byte allocations have ``ptr == 0``.
+    ``stream`` is the last-use stream: allocation happens on it, and when the object is garbage
+    collected the block is freed (or, if small, recycled) in that stream's order. Zero-byte
+    allocations have ``ptr == 0``.
     """
 
     __slots__ = ("__weakref__", "device_id", "ptr", "size", "stream")
 
     def __init__(self, size: int, stream: BaseStream) -> None:
-        self.ptr = 0
+        self.ptr = 0  # what __del__ sees if the allocation below raises
+        if size <= _SMALL_BLOCK:
+            size = (size + _GRANULE - 1) & -_GRANULE  # one size class per granule
         self.size = size
         self.device_id = stream.device_id
         self.stream = stream
@@ -173,7 +243,7 @@ class DeviceMemory:
 
     def __del__(self) -> None:
         if self.ptr and not sys.is_finalizing():
-            _free(self.ptr, self.device_id, self.stream)
+            _release(self.ptr, self.size, self.stream)
 
     def __repr__(self) -> str:
         return f"<DeviceMemory {self.size} bytes at {self.ptr:#x} on device {self.device_id}>"
@@ -213,11 +283,11 @@ class DeviceArray:
         readonly: bool = False,
     ) -> None:
         self.dtype = _supported(dtype)
-        self.shape = tuple(int(n) for n in shape)
+        self.shape = tuple(map(int, shape))
         self.strides = (
             _c_strides(self.shape, self.dtype.itemsize)
             if strides is None
-            else tuple(int(s) for s in strides)
+            else tuple(map(int, strides))
         )
         if len(self.strides) != len(self.shape):
             raise ValueError(f"shape {self.shape} and strides {self.strides} differ in length")
@@ -225,9 +295,34 @@ class DeviceArray:
         self.memory = memory
         self.readonly = bool(readonly)
 
+    @classmethod
+    def _wrap(
+        cls,
+        ptr: int,
+        shape: tuple[int, ...],
+        strides: tuple[int, ...],
+        dtype: np.dtype,
+        memory: DeviceMemory | ForeignMemory,
+        readonly: bool = False,
+    ) -> DeviceArray:
+        """Trusted constructor for the hot path: arguments already validated and normalised."""
+        self = object.__new__(cls)
+        self.ptr = ptr
+        self.shape = shape
+        self.strides = strides
+        self.dtype = dtype
+        self.memory = memory
+        self.readonly = readonly
+        return self
+
     @property
     def device_id(self) -> int:
         return self.memory.device_id
+
+    @property
+    def device(self) -> Device:
+        """The array's CUDA device (``cupy.ndarray.device``; ``fr.ndarray.device`` reads it)."""
+        return Device(self.memory.device_id)
 
     @property
     def stream(self) -> BaseStream | None:
@@ -295,7 +390,7 @@ class DeviceArray:
         }
 
     def __dlpack_device__(self) -> tuple[int, int]:
-        return (_KDL_CUDA, self.device_id)
+        return (dlpack.KDL_CUDA, self.device_id)
 
     def __dlpack__(
         self,
@@ -324,7 +419,16 @@ class DeviceArray:
         versioned = max_version is not None and max_version[0] >= 1
         if self.readonly and not versioned:
             raise BufferError("a read-only array needs a DLPack >= 1.0 consumer (max_version)")
-        return _export_capsule(self, versioned)
+        return dlpack.export(
+            self.ptr,
+            self.shape,
+            self.strides,
+            self.dtype,
+            self.device_id,
+            self.readonly,
+            self,
+            versioned,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -338,15 +442,17 @@ def empty(
 ) -> DeviceArray:
     """Uninitialised C-contiguous array allocated on ``stream`` (``cupy.empty``).
 
-    ``stream`` is anything ``as_stream`` accepts (default: the current stream of ``device``).
+    ``shape`` is an int or a sequence of ints (a tuple must hold Python ints); ``stream`` is
+    anything ``as_stream`` accepts (default: the current stream of ``device``).
     """
     dt = _supported(dtype)
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    if any(n < 0 for n in shape):
+    if type(shape) is not tuple:  # the code generator passes tuples of ints: skip the copy
+        shape = (int(shape),) if isinstance(shape, int) else tuple(map(int, shape))
+    if shape and min(shape) < 0:
         raise ValueError(f"negative dimension in shape {shape}")
     stream = as_stream(stream, device)
     memory = DeviceMemory(math.prod(shape) * dt.itemsize, stream)
-    return DeviceArray(memory.ptr, shape, None, dt, memory)
+    return DeviceArray._wrap(memory.ptr, shape, _c_strides(shape, dt.itemsize), dt, memory)
 
 
 # ----------------------------------------------------------------------------- host transfers
@@ -410,150 +516,6 @@ def to_host(array: DeviceArray, stream: object = None) -> np.ndarray:
     return out
 
 
-# ----------------------------------------------------------------------------- DLPack structs
-
-
-class _DLDevice(ctypes.Structure):
-    _fields_ = (("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32))
-
-
-class _DLDataType(ctypes.Structure):
-    _fields_ = (("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16))
-
-
-class _DLTensor(ctypes.Structure):
-    _fields_ = (
-        ("data", ctypes.c_void_p),
-        ("device", _DLDevice),
-        ("ndim", ctypes.c_int32),
-        ("dtype", _DLDataType),
-        ("shape", ctypes.POINTER(ctypes.c_int64)),
-        ("strides", ctypes.POINTER(ctypes.c_int64)),
-        ("byte_offset", ctypes.c_uint64),
-    )
-
-
-# Both managed-tensor deleters take the struct's address; one C signature serves both.
-_Deleter = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-
-
-class _DLManagedTensor(ctypes.Structure):
-    _fields_ = (
-        ("dl_tensor", _DLTensor),
-        ("manager_ctx", ctypes.c_void_p),
-        ("deleter", ctypes.c_void_p),
-    )
-
-
-class _DLPackVersion(ctypes.Structure):
-    _fields_ = (("major", ctypes.c_uint32), ("minor", ctypes.c_uint32))
-
-
-class _DLManagedTensorVersioned(ctypes.Structure):
-    _fields_ = (
-        ("version", _DLPackVersion),
-        ("manager_ctx", ctypes.c_void_p),
-        ("deleter", ctypes.c_void_p),
-        ("flags", ctypes.c_uint64),
-        ("dl_tensor", _DLTensor),
-    )
-
-
-_LEGACY = b"dltensor"
-_LEGACY_USED = b"used_dltensor"
-_VERSIONED = b"dltensor_versioned"
-_VERSIONED_USED = b"used_dltensor_versioned"
-
-# Private prototypes over the Python C API: setting argtypes on ctypes.pythonapi's shared function
-# objects would change them for every other user in the process. PYFUNCTYPE keeps the GIL held.
-_api = ctypes.pythonapi
-_capsule_new = ctypes.PYFUNCTYPE(
-    ctypes.py_object, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p
-)(("PyCapsule_New", _api))
-_capsule_is_valid = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p)(
-    ("PyCapsule_IsValid", _api)
-)
-_capsule_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p)(
-    ("PyCapsule_GetPointer", _api)
-)
-_capsule_set_name = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.py_object, ctypes.c_char_p)(
-    ("PyCapsule_SetName", _api)
-)
-
-# Exported tensors by struct address -> everything that must stay alive until the deleter runs
-# (ctypes structs, shape and stride arrays, the DeviceArray and through it the memory).
-_exports: dict[int, tuple] = {}
-
-
-def _drop_export(address: int, _exports: dict = _exports) -> None:
-    # The dict is bound as a default: consumers may release tensors while modules are torn down.
-    _exports.pop(address, None)
-
-
-_release_export = _Deleter(_drop_export)  # the deleter every exported tensor carries
-
-
-@ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-def _capsule_destructor(
-    capsule: int,
-    _is_valid=_capsule_is_valid,
-    _pointer=_capsule_pointer,
-    _drop=_drop_export,
-) -> None:
-    # A consumed capsule was renamed "used_*" and its consumer calls the deleter; only a capsule
-    # that was never consumed still has its original name and must release the export here.
-    for name in (_LEGACY, _VERSIONED):
-        if _is_valid(capsule, name):
-            _drop(_pointer(capsule, name))
-
-
-def _export_capsule(array: DeviceArray, versioned: bool) -> object:
-    itemsize = array.dtype.itemsize
-    if any(s % itemsize for s in array.strides):
-        raise BufferError(f"strides {array.strides} are not multiples of the item size")
-    ndim = array.ndim
-    shape = (ctypes.c_int64 * max(ndim, 1))(*array.shape)
-    strides = (ctypes.c_int64 * max(ndim, 1))(*(s // itemsize for s in array.strides))
-    code, bits = _DLPACK_CODES[array.dtype]
-    if versioned:
-        managed = _DLManagedTensorVersioned()
-        managed.version = _DLPackVersion(1, 0)
-        managed.flags = _READ_ONLY if array.readonly else 0
-        name = _VERSIONED
-    else:
-        managed = _DLManagedTensor()
-        name = _LEGACY
-    tensor = managed.dl_tensor
-    tensor.data = array.ptr if array.size else None
-    tensor.device = _DLDevice(_KDL_CUDA, array.device_id)
-    tensor.ndim = ndim
-    tensor.dtype = _DLDataType(code, bits, 1)
-    tensor.shape = shape
-    tensor.strides = strides
-    tensor.byte_offset = 0
-    managed.deleter = ctypes.cast(_release_export, ctypes.c_void_p).value
-    address = ctypes.addressof(managed)
-    _exports[address] = (managed, shape, strides, array)
-    destructor = ctypes.cast(_capsule_destructor, ctypes.c_void_p).value
-    return _capsule_new(address, name, destructor)
-
-
-class _ImportedTensor:
-    """Owns a consumed DLPack managed tensor and calls its producer's deleter when collected."""
-
-    __slots__ = ("_address", "_deleter")
-
-    def __init__(self, address: int, deleter: int | None) -> None:
-        self._address = address
-        self._deleter = _Deleter(deleter) if deleter else None
-
-    def __del__(self) -> None:
-        # The deleter runs without the GIL (CFUNCTYPE), as DLPack allows; producers take it if
-        # they need it. Skipped at shutdown: the producer's library may already be gone.
-        if self._deleter is not None and not sys.is_finalizing():
-            self._deleter(self._address)
-
-
 # ----------------------------------------------------------------------------- foreign arrays
 
 
@@ -576,9 +538,36 @@ def from_foreign(obj: object, stream: object = None) -> DeviceArray:
     )
 
 
-def _pointer_device(ptr: int) -> int:
-    attr = cu.CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL
-    return int(check(cu.cuPointerGetAttribute(attr, ptr), "cuPointerGetAttribute"))
+def _foreign_device(obj: object, ptr: int) -> int:
+    """The device holding ``obj``'s data at ``ptr``."""
+    if driver.device_count() == 1:
+        return 0  # the common case costs no driver round trip
+    dlpack_device = getattr(obj, "__dlpack_device__", None)  # CuPy, PyTorch, JAX: no driver call
+    if dlpack_device is not None:
+        kind, device_id = dlpack_device()
+        if int(kind) in (dlpack.KDL_CUDA, dlpack.KDL_CUDA_MANAGED):
+            return int(device_id)
+    # Ask for the owning context, or for stream-ordered memory (which has none) the owning pool:
+    # CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL answered 0 for memory on device 1 of a two-H200
+    # machine (driver 580.159, cuda-bindings 13.3.1).
+    attrs = cu.CUpointer_attribute
+    ctx = check(
+        cu.cuPointerGetAttribute(attrs.CU_POINTER_ATTRIBUTE_CONTEXT, ptr), "cuPointerGetAttribute"
+    )
+    if int(ctx):
+        return int(check(cu.cuCtxGetDevice_v2(ctx), "cuCtxGetDevice_v2"))
+    pool = check(
+        cu.cuPointerGetAttribute(attrs.CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE, ptr),
+        "cuPointerGetAttribute",
+    )
+    # cuda-bindings 13.3 cannot read a pool's location attribute; match the devices' default
+    # pools instead (no context is created for that).
+    for device_id in range(driver.device_count()):
+        handle = driver.device_handle(device_id)
+        default = check(cu.cuDeviceGetDefaultMemPool(handle), "cuDeviceGetDefaultMemPool")
+        if int(default) == int(pool):
+            return device_id
+    return driver.current_device()  # a private pool (RMM's, say): the caller's device
 
 
 def _from_cai(obj: object, cai: dict, stream: object) -> DeviceArray:
@@ -588,7 +577,7 @@ def _from_cai(obj: object, cai: dict, stream: object) -> DeviceArray:
     if not dtype.isnative:
         raise TypeError(f"non-native byte order {dtype.str} is not supported")
     ptr, readonly = cai["data"]
-    device_id = _pointer_device(ptr) if ptr else driver.current_device()
+    device_id = _foreign_device(obj, ptr) if ptr else driver.current_device()
     consumer = as_stream(stream, device_id)
     producer = cai.get("stream") if cai.get("version", 0) >= 3 else None
     if producer is not None:
@@ -599,7 +588,7 @@ def _from_cai(obj: object, cai: dict, stream: object) -> DeviceArray:
 
 def _from_dlpack(obj: object, stream: object) -> DeviceArray:
     device_type, device_id = obj.__dlpack_device__()
-    if int(device_type) not in (_KDL_CUDA, _KDL_CUDA_MANAGED):
+    if int(device_type) not in (dlpack.KDL_CUDA, dlpack.KDL_CUDA_MANAGED):
         raise TypeError(f"{type(obj).__name__} lives on DLPack device type {device_type}, not CUDA")
     device_id = int(device_id)
     consumer = as_stream(stream, device_id)
@@ -607,37 +596,6 @@ def _from_dlpack(obj: object, stream: object) -> DeviceArray:
         capsule = obj.__dlpack__(stream=consumer.interop_id, max_version=(1, 0))
     except TypeError:  # a producer from before DLPack 1.0 takes no max_version
         capsule = obj.__dlpack__(stream=consumer.interop_id)
-    # Rename first: once the name says "used", the producer's capsule destructor no longer
-    # frees the tensor, and our owner object must (also on the error paths below).
-    if _capsule_is_valid(id(capsule), _VERSIONED):
-        address = _capsule_pointer(id(capsule), _VERSIONED)
-        _capsule_set_name(capsule, _VERSIONED_USED)
-        managed = _DLManagedTensorVersioned.from_address(address)
-        owner = _ImportedTensor(address, managed.deleter)
-        if managed.version.major != 1:
-            raise BufferError(f"unsupported DLPack major version {managed.version.major}")
-        readonly = bool(managed.flags & _READ_ONLY)
-    elif _capsule_is_valid(id(capsule), _LEGACY):
-        address = _capsule_pointer(id(capsule), _LEGACY)
-        _capsule_set_name(capsule, _LEGACY_USED)
-        managed = _DLManagedTensor.from_address(address)
-        owner = _ImportedTensor(address, managed.deleter)
-        readonly = False
-    else:
-        raise BufferError("__dlpack__ did not return an unconsumed DLPack capsule")
-    tensor = managed.dl_tensor
-    if tensor.dtype.lanes != 1 or (tensor.dtype.code, tensor.dtype.bits) not in _DLPACK_DTYPES:
-        dt = tensor.dtype
-        raise TypeError(
-            f"unsupported DLPack dtype (code={dt.code}, bits={dt.bits}, lanes={dt.lanes})"
-        )
-    dtype = _DLPACK_DTYPES[(tensor.dtype.code, tensor.dtype.bits)]
-    shape = tuple(tensor.shape[i] for i in range(tensor.ndim))
-    strides = (
-        tuple(tensor.strides[i] * dtype.itemsize for i in range(tensor.ndim))
-        if tensor.strides
-        else None
-    )
-    ptr = (tensor.data or 0) + tensor.byte_offset
+    owner, ptr, shape, strides, dtype, readonly = dlpack.consume(capsule)
     memory = ForeignMemory(owner, ptr, device_id, consumer)
     return DeviceArray(ptr, shape, strides, dtype, memory, readonly)

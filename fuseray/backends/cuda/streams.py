@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 
 from fuseray.backends.cuda import driver
 from fuseray.backends.cuda.driver import ContextScope, check, cu
@@ -36,13 +37,22 @@ __all__ = [
     "default_stream",
     "get_current_device",
     "get_current_stream",
+    "on_collect",
     "stream_wait",
 ]
 
-LEGACY_STREAM = 1  # CU_STREAM_LEGACY
-PER_THREAD_STREAM = 2  # CU_STREAM_PER_THREAD
+LEGACY_STREAM = 1  # CU_STREAM_LEGACY, the interop spelling of the legacy default stream
 
 _local = threading.local()
+
+# Called with a stream object just before it is collected (an owned stream is destroyed right
+# after): memory.py returns the blocks it keeps filed under that stream, in that stream's order.
+_collect_hooks: list[Callable[[BaseStream], None]] = []
+
+
+def on_collect(hook: Callable[[BaseStream], None]) -> None:
+    """Run ``hook(stream)`` whenever a stream object is about to be garbage collected."""
+    _collect_hooks.append(hook)
 
 
 def _context_stack() -> list:
@@ -154,6 +164,12 @@ class BaseStream:
         self.handle = cu.CUstream(handle_int)
         self.device_id = device_id
 
+    def __del__(self) -> None:
+        if sys.is_finalizing() or not hasattr(self, "ptr"):
+            return
+        for hook in _collect_hooks:
+            hook(self)
+
     @property
     def interop_id(self) -> int:
         """This stream as a CAI/DLPack integer (legacy default stream = 1)."""
@@ -225,23 +241,27 @@ class Stream(BaseStream):
         # driver from a half-torn-down interpreter is what must not happen.
         if sys.is_finalizing() or not hasattr(self, "ptr"):
             return
+        super().__del__()  # hooks first: they may still enqueue work on this stream
         with ContextScope(self.device_id):
             check(cu.cuStreamDestroy(self.handle), "cuStreamDestroy")
 
 
 class ExternalStream(BaseStream):
     """A stream created elsewhere (PyTorch, CuPy, JAX, C code), by handle (``cupy.cuda.
-    ExternalStream``). Owns nothing; the creator must keep the stream alive while fuseray uses it.
+    ExternalStream``). Owns nothing. ``owner``, when given, is kept alive as long as this object;
+    otherwise the creator must keep the stream alive while fuseray arrays last used on it live:
+    their memory is freed in that stream's order, and a destroyed handle crashes the driver.
 
     ``device`` defaults to the current device. Handles 0 and 1 are the legacy default stream, 2 the
     per-thread default stream.
     """
 
-    __slots__ = ()
+    __slots__ = ("owner",)
 
-    def __init__(self, ptr: int, device: int | Device | None = None) -> None:
+    def __init__(self, ptr: int, device: int | Device | None = None, owner: object = None) -> None:
         ptr = int(ptr)
         super().__init__(0 if ptr == LEGACY_STREAM else ptr, _device_id(device))
+        self.owner = owner
 
 
 _default_streams: dict[int, BaseStream] = {}
@@ -270,7 +290,8 @@ def as_stream(obj: object = None, device: int | Device | None = None) -> BaseStr
     """Coerce ``obj`` to a fuseray stream.
 
     Accepts None (the current stream), fuseray streams, anything implementing ``__cuda_stream__``
-    (PyTorch and CuPy streams, cuda.core), or a raw ``CUstream`` handle as an int. ``device`` is
+    (PyTorch and CuPy streams, cuda.core), which the result keeps alive, or a raw ``CUstream``
+    handle as an int, which the caller must keep alive (see ``ExternalStream``). ``device`` is
     where foreign handles live (default: the current device).
     """
     if obj is None:
@@ -282,7 +303,7 @@ def as_stream(obj: object = None, device: int | Device | None = None) -> BaseStr
         version, handle = protocol()
         if version != 0:
             raise TypeError(f"unsupported __cuda_stream__ version {version} from {obj!r}")
-        return ExternalStream(handle, device)
+        return ExternalStream(handle, device, owner=obj)
     if isinstance(obj, int) and not isinstance(obj, bool):
         return ExternalStream(obj, device)
     if isinstance(obj, cu.CUstream):
