@@ -6,11 +6,12 @@ This module is the public surface only: it re-exports the front end and the entr
 from numpy import e, inf, nan, newaxis, pi  # noqa: F401
 from numpy.exceptions import AxisError  # noqa: F401
 
-from . import config  # noqa: F401
+from . import config, cuda  # noqa: F401
 from .api import NAMESPACE as _NAMESPACE
 from .api import elementwise as _elementwise
 from .array import ndarray  # noqa: F401
 from .dtypes import SUPPORTED as _SUPPORTED
+from .backends.cuda.nvrtc import CompileError  # noqa: F401
 from .explain import explain, show_graph  # noqa: F401
 from .jit import jit  # noqa: F401
 from .runtime import compute, get_array_module, synchronize  # noqa: F401

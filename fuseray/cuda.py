@@ -1,0 +1,23 @@
+"""``fr.cuda``: devices, streams, errors and memory of the CUDA backend, named as CuPy names them.
+
+Public surface only (re-exports from ``backends/cuda``). Importing it never initialises CUDA, so
+it is safe on machines without a GPU; ``is_available()`` says whether fuseray runs kernels there.
+"""
+
+from .backends.cuda.driver import CUDAError, CUDAUnavailableError  # noqa: F401
+from .backends.cuda.memory import OutOfMemoryError  # noqa: F401
+from .backends.cuda.nvrtc import CompileError  # noqa: F401
+from .backends.cuda.streams import (  # noqa: F401
+    Device,
+    ExternalStream,
+    Stream,
+    get_current_device,
+    get_current_stream,
+)
+
+
+def is_available() -> bool:
+    """True when a driver and a GPU are present and fuseray runs its kernels there."""
+    from . import runtime
+
+    return runtime.cuda_backend() is not None
