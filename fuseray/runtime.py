@@ -49,9 +49,34 @@ PLAN_HOOKS: list = []
 # ---------------------------------------------------------------------------------------------
 
 
+_cuda_probe: list = []  # [module or None] once probed
+
+
 def cuda_backend():
-    """The CUDA backend module when it is usable here, else None (decided once)."""
-    return None
+    """The CUDA backend module when it is usable here, else None (decided once).
+
+    ``config.device == "cpu"`` never probes. Otherwise the first call probes the driver, a GPU
+    and NVRTC; when one is missing, ``backends.cuda.available()`` warns once, naming the reason,
+    and fuseray runs on the CPU.
+    """
+    if config.device == "cpu":
+        return None
+    if not _cuda_probe:
+        from .backends import cuda
+
+        _cuda_probe.append(cuda if cuda.available() else None)
+    return _cuda_probe[0]
+
+
+def cpu_backend():
+    """The CPU executor ``config.cpu_backend`` names: numba loops, or the NumPy interpreter
+    (also when numba is missing; ``backends.numba.available`` then warns once)."""
+    if config.cpu_backend == "numba":
+        from .backends import numba as numba_backend
+
+        if numba_backend.available():
+            return numba_backend
+    return numpy_backend
 
 
 def use_cuda() -> bool:
@@ -127,7 +152,7 @@ def prepare(roots: Sequence[Node]) -> tuple[list[Node], fusion.Plan]:
 def execute(plan: fusion.Plan, roots: Sequence[Node], env: dict) -> list:
     """Run ``plan`` and return the value of every root (views of stored buffers where NumPy
     would return a view)."""
-    backend = cuda_backend() if use_cuda() else numpy_backend
+    backend = cuda_backend() if use_cuda() else cpu_backend()
     if tracing() is not None:
         raise RuntimeError(
             "cannot compute values inside a function being traced by @fr.jit; return the arrays"

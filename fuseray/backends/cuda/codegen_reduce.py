@@ -1,0 +1,484 @@
+"""CUDA C for reduce and row kernels (map-reduce with epilogues; softmax/layernorm-style rows).
+
+Stage: backend (CUDA), the reduction half of the code generator (``codegen.py`` has the
+elementwise half and the shared pieces).
+
+Every reduce/row kernel has one shape: a loop over *row blocks*; each row (one index of the kept
+axes, C order) is handled by a group of ``W`` threads (a power of two); inside a row each stage of
+reductions is one pass over the reduced index ``j`` (C order over the reduced axes), combined
+across the group (``fr_group_inner``/``fr_group_outer`` in ``fuseray_reduce.cuh``) so that every
+thread holds the row's result; row-level epilogue nodes follow each stage; a row kernel then makes
+one more pass writing its full-level outputs, and row-level outputs are written once per row.
+
+- ``inner`` schedule (the innermost axis is reduced): a row's threads are consecutive lanes, so
+  reads along the row coalesce; ``blockDim = (W, rows per block)``.
+- ``outer`` schedule (the innermost axis is kept): neighbouring threads take neighbouring rows,
+  so reads coalesce across rows; a row's threads are spread over ``threadIdx.y``.
+- Multi-pass kernels keep their full-level inputs in registers (``Schedule.items`` per thread)
+  when a row fits, and re-read them otherwise (a run-time test: the source is the same).
+- A one-stage reduce kernel may split each row's reduced range over ``gridDim.y`` blocks: each
+  writes its partial accumulators to a workspace; the last block to finish a row block (an
+  integer atomic counter, reset by that block) combines them in a fixed order and runs the
+  epilogue. Results are deterministic for a given launch shape; nothing uses float atomics.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+
+import numpy as np
+
+from ... import dtypes
+from ...graph import Node
+from ...schedule import Schedule
+from .codegen import (
+    Emitter,
+    Generated,
+    Param,
+    access_value,
+    c_type,
+    dot,
+    emit_nodes,
+    emit_position,
+    emit_unravel,
+    header,
+    idx_kind,
+    layout_param_names,
+    pointer_params,
+    scalar_params,
+)
+from .model import Access, KernelModel, Layout, Output, full_cone
+
+_OPS = {
+    "sum": "FrSum",
+    "prod": "FrProd",
+    "max": "FrMax",
+    "min": "FrMin",
+    "any": "FrAny",
+    "all": "FrAll",
+    "argmax": "FrArgMax",
+    "argmin": "FrArgMin",
+}
+
+
+def op_struct(r: Node) -> str:
+    """The operator struct of reduce node ``r`` (``fuseray_reduce.cuh``)."""
+    t = c_type(r.src[0].dtype)
+    if r.op == "mean":
+        return f"FrMean<{t}, {int(r.arg[2])}>"
+    return f"{_OPS[r.op]}<{t}>"
+
+
+def acc_bytes(r: Node) -> int:
+    """sizeof(Op::acc) for reduce node ``r``, mirroring ``fuseray_reduce.cuh``."""
+    dt = np.dtype(r.src[0].dtype)
+    if r.op in ("argmax", "argmin"):
+        return 16
+    if r.op in ("any", "all"):
+        return 1
+    if dt == np.float16:
+        return 4
+    if r.op in ("sum", "prod", "mean") and dtypes.is_integer(dt):
+        return 8 if dt.itemsize == 8 else 4
+    return dt.itemsize
+
+
+def reduce_passes(m: KernelModel) -> list[list[Node]]:
+    """The roots of each pass over a row: every stage's reduction operands, then (row kernels)
+    the full-level values stored."""
+    passes = [[r.src[0] for r in m.kernel.reductions if m.stage[r] == s] for s in range(m.n_stages)]
+    if m.full_stores:
+        passes.append([o.store.value for o in m.full_stores])
+    return passes
+
+
+@dataclass
+class CachePlan:
+    """Register caching across the passes of a multi-pass kernel (when the row fits).
+
+    ``cones[p]``: (nodes to compute, accesses to load, values taken from the cache) of pass p,
+    where every value an earlier pass loaded or computed is taken from the cache rather than
+    recomputed (softmax's last pass divides the cached ``exp`` instead of recomputing it).
+    ``cached``: the access heads and computed nodes some later pass takes, each stored by the
+    pass that produces it.
+    """
+
+    cones: list[tuple[list[Node], list[Access], list[Node]]]
+    cached: list[Node]
+
+
+def cache_plan(m: KernelModel) -> CachePlan:
+    before: set[Node] = set()
+    cones, cached = [], set()
+    for roots in reduce_passes(m):
+        nodes, accesses, reused = full_cone(m, roots, frozenset(before))
+        cones.append((nodes, accesses, reused))
+        cached.update(reused)
+        before.update(nodes)
+        before.update(a.head for a in accesses)
+    order = [a.head for a in m.accesses if a.head in cached]
+    order += [n for n in m.computed if n in cached]
+    return CachePlan(cones, order)
+
+
+def cached_itemsizes(m: KernelModel) -> tuple[int, ...]:
+    """Bytes per element of every value a multi-pass kernel keeps in registers."""
+    if m.passes < 2:
+        return ()
+    return tuple(n.dtype.itemsize for n in cache_plan(m).cached)
+
+
+_REDUCE = string.Template("""\
+${header}
+extern "C" __global__ void __launch_bounds__(${block}) ${name}(
+    ${params}) {
+  extern __shared__ __align__(16) unsigned char fr_smem[];
+${body}
+}
+""")
+
+
+class _Gen:
+    def __init__(
+        self, m: KernelModel, schedule: Schedule, layouts: list[Layout], store_layouts: list[Layout]
+    ):
+        self.m = m
+        self.s = schedule
+        self.layout = {a.index: lay for a, lay in zip(m.accesses, layouts)}
+        self.store_layout = {o.index: lay for o, lay in zip(m.outputs, store_layouts)}
+        self.nd = len(m.space)
+        self.kept = list(m.kept)
+        self.red = list(m.axes)
+        self.inner = schedule.style == "inner"
+        self.reductions = list(m.kernel.reductions)
+        self.acc = {r: f"fr_acc{i}" for i, r in enumerate(self.reductions)}
+        self.splittable = m.kernel.kind == "reduce" and m.n_stages == 1 and not m.full_stores
+        self.full_accesses = [a for a in m.accesses if a.level == "full"]
+        self.row_accesses = [a for a in m.accesses if a.level == "row"]
+        self.cached = schedule.items > 0
+        self.plan = cache_plan(m) if self.cached else None
+        self.cached_set = set(self.plan.cached) if self.plan else set()
+        self.pass_index = 0
+
+    # -- addressing ----------------------------------------------------------------------------
+    def red_coords(self) -> list[str]:
+        return [f"m{i}" for i in range(len(self.red))]
+
+    def row_coords(self) -> list[str]:
+        return [f"k{i}" for i in range(len(self.kept))]
+
+    def needs_red_coords(self, layouts: list[Layout]) -> bool:
+        return any(lay.cls[0] in ("x", "v") and lay.cls[2] == "s" for lay in layouts)
+
+    def row_part(self, prefix: str, lay: Layout) -> str:
+        if lay.cls[1] == "l":
+            return f"r * {prefix}_rl"
+        return dot(self.row_coords(), [f"{prefix}_rs{i}" for i in range(len(self.kept))])
+
+    def top_coords(self) -> list[str]:
+        """Coordinates of the space at (r, j): kept axes from the row, reduced from j."""
+        kept, red = iter(self.row_coords()), iter(self.red_coords())
+        return [next(red) if d in self.red else next(kept) for d in range(self.nd)]
+
+    def full_offset(self, em: Emitter, prefix: str, lay: Layout, j: str) -> tuple[str, str | None]:
+        """(element offset, mask test or None) at reduced index ``j`` of the current row (the
+        row part is precomputed)."""
+        if lay.cls[2] == "l":
+            red = f"{j} * {prefix}_jl"
+        else:
+            red = dot(self.red_coords(), [f"{prefix}_js{i}" for i in range(len(self.red))])
+        if lay.cls[0] == "x":
+            return emit_position(em, prefix, f"{prefix}_r + {red}", lay, self.top_coords(), None)
+        return emit_position(
+            em, prefix, f"{prefix}_r + {red} + {prefix}_off", lay, self.top_coords(), lay.cls[3]
+        )
+
+    def row_offset(self, em: Emitter, prefix: str, lay: Layout) -> tuple[str, str | None]:
+        """(element offset, mask test or None) of a row-level access at row r."""
+        coords: list[str] = []
+        if lay.cls[1] == "l":
+            pos = f"r * {prefix}_l"
+        else:
+            rank = lay.cls[2]
+            coords = [f"{prefix}_h_{d}" for d in range(rank)]
+            emit_unravel(em, "(fr_active ? r : 0)", [f"{prefix}_h{d}" for d in range(rank)], coords)
+            pos = dot(coords, [f"{prefix}_hs{d}" for d in range(rank)])
+        if lay.cls[0] == "r":
+            return emit_position(em, prefix, pos, lay, coords, None)
+        return emit_position(em, prefix, f"{pos} + {prefix}_off", lay, coords, lay.cls[-1])
+
+    # -- one element of a pass -----------------------------------------------------------------
+    def element(
+        self,
+        em: Emitter,
+        j: str,
+        nodes: list[Node],
+        accesses: list[Access],
+        values: dict[int, str],
+        sink,
+    ) -> None:
+        """Load (or take from ``values``) the accesses at ``j``, evaluate ``nodes``, then
+        ``sink(em, j)``."""
+        loads = [a for a in accesses if a.index not in values]
+        lays = [self.layout[a.index] for a in loads] + self.sink_layouts
+        if self.needs_red_coords(lays):
+            emit_unravel(em, j, [f"s{d}" for d in self.red], self.red_coords())
+        for a in accesses:
+            if a.index in values:
+                em(f"const {c_type(a.dtype)} {a.name} = {values[a.index]};")
+            else:
+                off, ok = self.full_offset(em, a.name, self.layout[a.index], j)
+                em(f"const {c_type(a.dtype)} {a.name} = {access_value(a, off, ok)};")
+        emit_nodes(em, self.m, nodes, lambda s: self.m.refs[s].name)
+        sink(em, j)
+
+    def emit_pass(self, em: Emitter, roots: list[Node], sink, sink_layouts: list[Layout]) -> None:
+        """One pass over the row's reduced range, evaluating the cone of ``roots``: from the
+        register cache when the row fits it, streaming from memory otherwise."""
+        nodes, accesses, _ = full_cone(self.m, roots)
+        self.sink_layouts = sink_layouts
+        p = self.pass_index
+        self.pass_index += 1
+        if not self.cached:
+            self.streaming(em, nodes, accesses, sink)
+            return
+        em("if (fr_cached) {")
+        em.depth += 1
+        em("#pragma unroll")
+        with em.block(f"for (int k = 0; k < {self.s.items}; ++k)"):
+            em("const fr_idx j = (fr_idx)fr_w + (fr_idx)k * fr_W;")
+            with em.block("if (fr_active && j < L)"):
+                self.cached_element(em, p, sink)
+        em.depth -= 1
+        em("} else {")
+        em.depth += 1
+        self.streaming(em, nodes, accesses, sink)
+        em.depth -= 1
+        em("}")
+
+    def cached_element(self, em: Emitter, p: int, sink) -> None:
+        """Element j of pass ``p`` in cached mode: earlier passes' values from registers, new
+        loads and nodes computed, and whatever a later pass takes stored into the cache."""
+        m = self.m
+        nodes, accesses, reused = self.plan.cones[p]
+        lays = [self.layout[a.index] for a in accesses] + self.sink_layouts
+        if self.needs_red_coords(lays):
+            emit_unravel(em, "j", [f"s{d}" for d in self.red], self.red_coords())
+        for n in reused:
+            em(f"const {c_type(n.dtype)} {m.refs[n].name} = {m.refs[n].name}_c[k];")
+        for a in accesses:
+            off, ok = self.full_offset(em, a.name, self.layout[a.index], "j")
+            em(f"const {c_type(a.dtype)} {a.name} = {access_value(a, off, ok)};")
+            if a.head in self.cached_set:
+                em(f"{a.name}_c[k] = {a.name};")
+        emit_nodes(em, m, nodes, lambda s: m.refs[s].name)
+        for n in nodes:
+            if n in self.cached_set:
+                em(f"{m.temp(n)}_c[k] = {m.temp(n)};")
+        sink(em, "j")
+
+    def streaming(self, em: Emitter, nodes, accesses, sink) -> None:
+        """The pass over [fr_j0, fr_j1) straight from memory, ``unroll`` loads in flight."""
+        u = self.s.unroll
+        with em.block("if (fr_active)"):
+            em("fr_idx fr_j = fr_j0 + fr_w;")
+            if accesses and u > 1:
+                with em.block(
+                    f"for (; fr_j + (fr_idx)({u - 1}) * fr_W < fr_j1; fr_j += (fr_idx){u} * fr_W)"
+                ):
+                    for a in accesses:
+                        em(f"{c_type(a.dtype)} {a.name}_u[{u}];")
+                    em("#pragma unroll")
+                    with em.block(f"for (int u = 0; u < {u}; ++u)"):
+                        em("const fr_idx j = fr_j + (fr_idx)u * fr_W;")
+                        lays = [self.layout[a.index] for a in accesses]
+                        if self.needs_red_coords(lays):
+                            emit_unravel(em, "j", [f"s{d}" for d in self.red], self.red_coords())
+                        for a in accesses:
+                            off, ok = self.full_offset(em, a.name, self.layout[a.index], "j")
+                            em(f"{a.name}_u[u] = {access_value(a, off, ok)};")
+                    em("#pragma unroll")
+                    with em.block(f"for (int u = 0; u < {u}; ++u)"):
+                        em("const fr_idx j = fr_j + (fr_idx)u * fr_W;")
+                        values = {a.index: f"{a.name}_u[u]" for a in accesses}
+                        self.element(em, "j", nodes, accesses, values, sink)
+            with em.block("for (; fr_j < fr_j1; fr_j += fr_W)"):
+                em("const fr_idx j = fr_j;")
+                self.element(em, "j", nodes, accesses, {}, sink)
+
+    # -- the kernel ------------------------------------------------------------------------------
+    def params(self) -> list[Param]:
+        m, ik = self.m, idx_kind(self.s)
+        params = pointer_params(m)
+        if self.splittable:
+            params.append(Param("void* __restrict__ fr_ws", "ptr", ("ws",)))
+            params.append(Param("unsigned int* __restrict__ fr_counters", "ptr", ("counters",)))
+        for what in ("R", "L", "chunk", "nrb"):
+            params.append(Param(f"const fr_idx {what}", ik, ("size", what)))
+        params += [Param(f"const fr_idx s{d}", ik, ("space", d)) for d in range(self.nd)]
+        for prefix, tag, items in (("a", "a", m.accesses), ("o", "o", m.outputs)):
+            for item in items:
+                lay = self.layout[item.index] if tag == "a" else self.store_layout[item.index]
+                names = layout_param_names(
+                    f"{prefix}{item.index}",
+                    lay.cls,
+                    self.nd,
+                    len(self.kept),
+                    len(self.red),
+                    lay.masks,
+                )
+                params += [
+                    Param(f"const fr_idx {nm}", ik, ("ints", tag, item.index, i))
+                    for i, nm in enumerate(names)
+                ]
+        return params + scalar_params(m)
+
+    def body(self) -> str:
+        m, em = self.m, Emitter()
+        em.depth = 1
+        if self.splittable:
+            em("__shared__ int fr_last;")
+        if self.inner:
+            em("const int fr_W = blockDim.x, fr_w = threadIdx.x;")
+            em("const int fr_rpb = blockDim.y, fr_ry = threadIdx.y;")
+        else:
+            em("const int fr_W = blockDim.y, fr_w = threadIdx.y;")
+            em("const int fr_rpb = blockDim.x, fr_ry = threadIdx.x;")
+        em("const fr_idx fr_j0 = (fr_idx)blockIdx.y * chunk;")
+        em("const fr_idx fr_j1 = fr_j0 + chunk < L ? fr_j0 + chunk : L;")
+        if self.cached:
+            em(f"const bool fr_cached = L <= (fr_idx)fr_W * {self.s.items};")
+        with em.block("for (fr_idx fr_rb = blockIdx.x; fr_rb < nrb; fr_rb += gridDim.x)"):
+            em("const fr_idx r = fr_rb * fr_rpb + fr_ry;")
+            em("const bool fr_active = r < R;")
+            self.row_start(em)
+            stages = m.n_stages
+            for s in range(stages):
+                reds = [r for r in self.reductions if m.stage[r] == s]
+                for r in reds:
+                    op = op_struct(r)
+                    em(f"{op}::acc {self.acc[r]} = {op}::identity();")
+                self.emit_pass(em, [r.src[0] for r in reds], self.combine_sink(reds), [])
+                group = "fr_group_inner" if self.inner else "fr_group_outer"
+                for r in reds:
+                    op = op_struct(r)
+                    em(f"{self.acc[r]} = {group}<{op}>({self.acc[r]}, ({op}::acc*)fr_smem);")
+                if self.splittable:
+                    self.split_combine(em, reds, group)
+                for r in reds:
+                    em(
+                        f"const {c_type(r.dtype)} {m.temp(r)} = "
+                        f"{op_struct(r)}::final({self.acc[r]}, L);"
+                    )
+                self.row_nodes(em, s + 1)
+            if m.full_stores:
+                outs = m.full_stores
+                lays = [self.store_layout[o.index] for o in outs]
+                self.emit_pass(em, [o.store.value for o in outs], self.store_sink(outs), lays)
+            if m.row_stores:
+                with em.block("if (fr_active && fr_w == 0)"):
+                    for o in m.row_stores:
+                        em(f"{o.name}_p[r] = {m.refs[o.store.value].name};")
+        return em.text()
+
+    def row_start(self, em: Emitter) -> None:
+        m = self.m
+        lays = [self.layout[a.index] for a in self.full_accesses]
+        lays += [self.store_layout[o.index] for o in m.full_stores]
+        if any(lay.cls[1] == "s" for lay in lays):
+            emit_unravel(em, "(fr_active ? r : 0)", [f"s{d}" for d in self.kept], self.row_coords())
+        for a in self.full_accesses:
+            em(f"const fr_idx {a.name}_r = {self.row_part(a.name, self.layout[a.index])};")
+        for o in m.full_stores:
+            em(f"const fr_idx {o.name}_r = {self.row_part(o.name, self.store_layout[o.index])};")
+        for a in self.row_accesses:
+            off, ok = self.row_offset(em, a.name, self.layout[a.index])
+            t = c_type(a.dtype)
+            em(f"const {t} {a.name} = fr_active ? {access_value(a, off, ok)} : {t}{{}};")
+        self.row_nodes(em, 0)
+        if self.cached:
+            for n in self.plan.cached:
+                em(f"{c_type(n.dtype)} {m.refs[n].name}_c[{self.s.items}];")
+
+    def row_nodes(self, em: Emitter, stage: int) -> None:
+        m = self.m
+        nodes = [
+            n
+            for n in m.computed
+            if m.level[n] == "row" and n not in self.acc and m.row_stage.get(n, 0) == stage
+        ]
+        emit_nodes(em, m, nodes, lambda s: m.refs[s].name)
+
+    def combine_sink(self, reds: list[Node]):
+        def sink(em: Emitter, j: str) -> None:
+            for r in reds:
+                op = op_struct(r)
+                value = self.m.refs[r.src[0]].name
+                em(f"{self.acc[r]} = {op}::combine({self.acc[r]}, {op}::lift({value}, {j}));")
+
+        return sink
+
+    def store_sink(self, outs: list[Output]):
+        def sink(em: Emitter, j: str) -> None:
+            for o in outs:
+                off, _ = self.full_offset(em, o.name, self.store_layout[o.index], j)
+                em(f"{o.name}_p[{off}] = {self.m.refs[o.store.value].name};")
+
+        return sink
+
+    def split_combine(self, em: Emitter, reds: list[Node], group: str) -> None:
+        """Partial accumulators to the workspace; the last block of the row block combines."""
+        with em.block("if (gridDim.y > 1)"):
+            em("unsigned char* fr_wsb = (unsigned char*)fr_ws;")
+            for i, r in enumerate(reds):
+                op = op_struct(r)
+                em(f"{op}::acc* fr_ws{i} = ({op}::acc*)fr_wsb;")
+                em(
+                    f"fr_wsb += ((size_t)gridDim.y * (size_t)R * sizeof({op}::acc) + 15) & "
+                    "~(size_t)15;"
+                )
+            with em.block("if (fr_active && fr_w == 0)"):
+                for i, r in enumerate(reds):
+                    em(f"fr_ws{i}[(long long)blockIdx.y * R + r] = {self.acc[r]};")
+            em("__threadfence();")
+            em("__syncthreads();")
+            with em.block("if (threadIdx.x == 0 && threadIdx.y == 0)"):
+                em("fr_last = atomicAdd(&fr_counters[fr_rb], 1u) == gridDim.y - 1u;")
+            em("__syncthreads();")
+            em("if (!fr_last) continue;")
+            em("__threadfence();")
+            for r in reds:
+                op = op_struct(r)
+                em(f"{self.acc[r]} = {op}::identity();")
+            with em.block("if (fr_active)"):
+                with em.block("for (long long q = fr_w; q < (long long)gridDim.y; q += fr_W)"):
+                    for i, r in enumerate(reds):
+                        op = op_struct(r)
+                        em(
+                            f"{self.acc[r]} = {op}::combine({self.acc[r]}, "
+                            f"fr_ldcg(&fr_ws{i}[q * R + r]));"
+                        )
+            for r in reds:
+                op = op_struct(r)
+                em(f"{self.acc[r]} = {group}<{op}>({self.acc[r]}, ({op}::acc*)fr_smem);")
+            with em.block("if (threadIdx.x == 0 && threadIdx.y == 0)"):
+                em("fr_counters[fr_rb] = 0u;  // ready for this stream's next split reduction")
+
+
+def generate_reduce(
+    m: KernelModel, schedule: Schedule, layouts: list[Layout], store_layouts: list[Layout]
+) -> Generated:
+    g = _Gen(m, schedule, layouts, store_layouts)
+    params = g.params()
+    source = _REDUCE.substitute(
+        header="\n".join(header(m, schedule)),
+        block=schedule.max_threads,
+        name=m.kernel.name,
+        params=",\n    ".join(p.decl for p in params),
+        body=g.body(),
+    )
+    sizes = tuple(acc_bytes(r) for r in m.kernel.reductions)
+    return Generated(
+        m.kernel.name, source, tuple(params), schedule, max(sizes, default=0), sizes, g.splittable
+    )

@@ -1,0 +1,421 @@
+"""The CUDA backend's ``run(plan, env)``: bind a kernel to one call's arrays, compile it once,
+allocate its outputs, launch it on the current stream.
+
+Stage: backend (CUDA), the last step of the pipeline. The launch path is short, as Triton's:
+
+1. find the kernel's ``Binding`` (built once per kernel object: the structural model);
+2. read each access's array; when the arrays' strides are those of the last call, reuse the
+   prepared ``_State`` (the compiled function, the launch geometry, and every argument that does
+   not change between calls, packed in signature order); otherwise derive the layouts, generate
+   the source, and fetch the CUBIN through the ``KernelCache`` (memory, disk, then NVRTC);
+3. allocate outputs (stream-ordered), fill pointers and jit parameters, launch.
+
+Invariants:
+- Every key that selects compiled code is built in ``Binding._prepare`` from the layout classes and
+  the index width; sizes never are, so a new size reuses the CUBIN (it only re-derives the state).
+- Work is ordered on ``get_current_stream()``: every input is declared used there first
+  (``DeviceArray.use_on``), so arrays last used on another stream are waited for.
+- Split reductions use a per-(device, stream) array of completion counters that every kernel
+  leaves zeroed; launches on one stream run in order, so they never share a counter at once.
+- Nothing here holds a kernel (or the arrays its nodes reference) alive: bindings are looked up
+  by kernel name and held through weak references.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import weakref
+
+import numpy as np
+
+from ... import dtypes
+from ...fusion import Kernel, Plan
+from ...schedule import MAX_COUNTERS, Launch, elementwise_launch, reduce_launch
+from ...views import c_strides
+from . import driver, memory, streams
+from .cache import default_cache
+from .codegen import Generated
+from .memory import DeviceArray, DeviceMemory
+from .model import KernelModel, access_views, build_model, layout_for, store_layout
+from .program import compile_options, variant
+
+# ---------------------------------------------------------------------------------------------
+# compiled programs
+# ---------------------------------------------------------------------------------------------
+
+
+class Program:
+    """A generated kernel loaded on one device, with its prebuilt argument layout."""
+
+    __slots__ = ("function", "generated", "pack")
+
+    def __init__(self, generated: Generated, device_id: int):
+        props = driver.device_props(device_id)
+        cubin = default_cache().get_cubin(
+            generated.source, generated.name, props.arch, compile_options()
+        )
+        self.generated = generated
+        self.function = driver.load_function(device_id, cubin, generated.name)
+        self.pack = driver.arg_pack([p.kind for p in generated.params])
+
+
+_programs: dict[tuple[str, int], Program] = {}
+_programs_lock = threading.Lock()
+
+
+def program_for(generated: Generated, device_id: int) -> Program:
+    key = (generated.source, device_id)
+    prog = _programs.get(key)
+    if prog is None:
+        prog = Program(generated, device_id)
+        with _programs_lock:
+            prog = _programs.setdefault(key, prog)
+    return prog
+
+
+# ---------------------------------------------------------------------------------------------
+# per-kernel bindings
+# ---------------------------------------------------------------------------------------------
+
+
+class _State:
+    """Everything about one (kernel, strides, device) that a launch reuses."""
+
+    __slots__ = (
+        "offsets",
+        "program",
+        "launch",
+        "middle",
+        "ws_bytes",
+        "skip",
+        "splits",
+        "n_in",
+        "n_out",
+    )
+
+    def __init__(
+        self, program: Program, offsets, launch: Launch, middle, ws_bytes: int, skip: bool
+    ):
+        self.program = program
+        self.offsets = offsets
+        self.launch = launch
+        self.middle = middle
+        self.ws_bytes = ws_bytes
+        self.skip = skip
+        self.splits = launch.splits if launch is not None else 1
+
+
+class Binding:
+    """A kernel's structure plus the states of the calls seen so far."""
+
+    def __init__(self, kernel: Kernel):
+        self.model: KernelModel = build_model(kernel)
+        m = self.model
+        self.memory_accesses = [a for a in m.accesses if a.in_memory]
+        self.bases = [a.base for a in self.memory_accesses]
+        self.itemsizes = [a.dtype.itemsize for a in self.memory_accesses]
+        # constants and parameters read through masked views: layouts fixed by the kernel
+        self.scalar_layouts = {
+            a.index: layout_for(m, a, access_views(a, None)) for a in m.accesses if not a.in_memory
+        }
+        self.outputs = [
+            (
+                o.store.target,
+                o.store.region,
+                o.dtype,
+                c_strides_bytes(o.store.target.shape, o.dtype.itemsize),
+                math.prod(o.store.target.shape) * o.dtype.itemsize,
+            )
+            for o in m.outputs
+        ]
+        self.store_layouts = [store_layout(m, o) for o in m.outputs]
+        self.const_values = tuple(c.arg[0] for c in m.consts)
+        self.params = list(m.params)
+        rows = math.prod(m.kernel.rows) if m.is_reduce else math.prod(m.space)
+        self.empty = rows == 0  # nothing to compute: outputs are allocated, nothing compiled
+        self.states: dict[tuple, _State] = {}
+        self.last_key: tuple | None = None
+        self.last_state: _State | None = None
+
+    def run(self, env: dict, device_id: int, stream) -> None:
+        if self.empty:
+            for target, region, dtype, strides, nbytes in self.outputs:
+                if region is None or env.get(target) is None:
+                    env[target] = _empty(target.shape, dtype, stream, strides, nbytes)
+            return
+        values = []
+        for base in self.bases:
+            v = env.get(base)
+            if v is None:
+                v = base.value
+            if type(v) is not DeviceArray:
+                v = _as_device_array(v, stream)
+            values.append(v)
+        key = (device_id, *[v.strides for v in values])
+        if key == self.last_key:
+            st = self.last_state
+        else:
+            st = self.states.get(key)
+            if st is None:
+                st = self._prepare(values, device_id)
+                if len(self.states) > 64:
+                    self.states.clear()
+                self.states[key] = st
+            self.last_key, self.last_state = key, st
+        args = []
+        for v, off in zip(values, st.offsets):
+            if v.memory.device_id != device_id:
+                raise ValueError(
+                    f"an input lives on CUDA device {v.memory.device_id}, but the"
+                    f" current device is {device_id}"
+                )
+            v.use_on(stream)
+            args.append(v.ptr + off)
+        for target, region, dtype, strides, nbytes in self.outputs:
+            if region is None:
+                out = _empty(target.shape, dtype, stream, strides, nbytes)
+                env[target] = out
+                args.append(out.ptr)
+            else:
+                out = env.get(target)
+                if out is None:
+                    out = env[target] = _empty(target.shape, dtype, stream, strides, nbytes)
+                args.append(out.ptr + region.offset * dtype.itemsize)
+        if st.skip:
+            return
+        workspace = None
+        if self.model.is_reduce and st.program.generated.splittable:
+            if st.splits > 1:
+                workspace = _empty((st.ws_bytes,), np.uint8, stream)
+                args.append(workspace.ptr)
+                args.append(_counters(device_id, stream))
+            else:
+                args.append(0)
+                args.append(0)
+        args.extend(st.middle)
+        for p in self.params:
+            args.append(env[p])
+        lc = st.launch
+        driver.launch(
+            st.program.function, lc.grid, lc.block, args, st.program.pack, lc.shared, stream.handle
+        )
+        del workspace  # its stream-ordered free follows the kernel on the same stream
+
+    def _prepare(self, values: list[DeviceArray], device_id: int) -> _State:
+        m = self.model
+        mem = {
+            a.index: layout_for(m, a, access_views(a, v))
+            for a, v in zip(self.memory_accesses, values)
+        }
+        layouts = [
+            mem[a.index] if a.in_memory else self.scalar_layouts[a.index] for a in m.accesses
+        ]
+        gen = variant(m, layouts, self.store_layouts)
+        program = program_for(gen, device_id)
+        props = driver.device_props(device_id)
+        threads_per_sm = props.max_threads_per_multiprocessor
+        space = m.space
+        n = math.prod(space)
+        if m.is_reduce:
+            rows = math.prod(m.kernel.rows)
+            length = math.prod(space[d] for d in m.axes)
+            launch = reduce_launch(
+                gen.schedule,
+                rows,
+                length,
+                max(gen.acc_bytes, 1),
+                gen.splittable,
+                props.multiprocessor_count,
+                threads_per_sm,
+            )
+            sizes = {"R": rows, "L": length, "chunk": launch.chunk, "nrb": launch.row_blocks}
+            skip = rows == 0
+            ws = 0
+            if launch.splits > 1:
+                ws = sum(-(-launch.splits * rows * b // 16) * 16 for b in gen.ws_acc_bytes)
+        else:
+            launch = elementwise_launch(gen.schedule, n, props.multiprocessor_count, threads_per_sm)
+            sizes = {"n": n}
+            skip = n == 0
+            ws = 0
+        store_ints = [lay.ints for lay in self.store_layouts]
+        middle = []
+        for p in gen.params:
+            src = p.source
+            kind = src[0]
+            if kind == "size":
+                middle.append(sizes[src[1]])
+            elif kind == "space":
+                middle.append(space[src[1]])
+            elif kind == "ints":
+                items = layouts if src[1] == "a" else store_ints
+                lay = items[src[2]]
+                middle.append((lay.ints if src[1] == "a" else lay)[src[3]])
+            elif kind == "const":
+                middle.append(self.const_values[src[1]])
+        offsets = tuple(
+            mem[a.index].offset * size for a, size in zip(self.memory_accesses, self.itemsizes)
+        )
+        return _State(program, offsets, launch, tuple(middle), ws, skip)
+
+
+_bindings: dict[str, list[tuple[weakref.ref, Binding]]] = {}
+_bindings_lock = threading.Lock()
+
+
+def binding_for(kernel: Kernel) -> Binding:
+    """The binding of ``kernel`` (by identity, through a weak reference, keyed by its name)."""
+    entries = _bindings.get(kernel.name)
+    if entries:
+        for ref, b in entries:
+            if ref() is kernel:
+                return b
+    b = Binding(kernel)
+    with _bindings_lock:
+        entries = [e for e in _bindings.get(kernel.name, ()) if e[0]() is not None]
+        entries.append((weakref.ref(kernel), b))
+        _bindings[kernel.name] = entries
+    return b
+
+
+# ---------------------------------------------------------------------------------------------
+# the backend API
+# ---------------------------------------------------------------------------------------------
+
+
+def _current_device_id() -> int:
+    """The current device (``cudaGetDevice``'s rule), from one driver call when the thread's
+    context is a primary context fuseray has retained (the common case)."""
+    status, ctx = driver.cu.cuCtxGetCurrent()
+    if not status:
+        for device_id, handle in driver._context_ints.items():
+            if handle == int(ctx):
+                return device_id
+    return driver.current_device()
+
+
+def run(plan: Plan, env: dict) -> None:
+    """Execute ``plan`` on the current device and stream; put every stored value into ``env``
+    (as ``DeviceArray``\\ s)."""
+    device_id = _current_device_id()
+    stream = streams.get_current_stream(device_id)
+    for kernel in plan.kernels:
+        binding_for(kernel).run(env, device_id, stream)
+
+
+def c_strides_bytes(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    return tuple(s * itemsize for s in c_strides(shape))
+
+
+def _empty(shape: tuple[int, ...], dtype, stream, strides=None, nbytes=None) -> DeviceArray:
+    """A C-contiguous device array allocated on ``stream`` (the hot path's allocator: shape,
+    strides and size come precomputed from the binding)."""
+    dtype = np.dtype(dtype)
+    shape = tuple(shape)
+    if strides is None:
+        strides = c_strides_bytes(shape, dtype.itemsize)
+    if nbytes is None:
+        nbytes = math.prod(shape) * dtype.itemsize
+    mem = DeviceMemory(nbytes, stream)
+    return DeviceArray._wrap(mem.ptr, shape, strides, dtype, mem)
+
+
+_counter_arrays: dict[tuple[int, int], DeviceArray] = {}
+_counter_lock = threading.Lock()
+
+
+def _counters(device_id: int, stream) -> int:
+    """Address of this stream's zeroed completion counters for split reductions."""
+    key = (device_id, stream.ptr)
+    arr = _counter_arrays.get(key)
+    if arr is None:
+        with _counter_lock:
+            arr = _counter_arrays.get(key)
+            if arr is None:
+                arr = _empty((MAX_COUNTERS,), np.uint32, stream)
+                with driver.ContextScope(device_id):
+                    driver.check(
+                        driver.cu.cuMemsetD32Async(arr.ptr, 0, MAX_COUNTERS, stream.handle),
+                        "cuMemsetD32Async",
+                    )
+                _counter_arrays[key] = arr
+    return arr.ptr
+
+
+def _as_device_array(value, stream) -> DeviceArray:
+    """A buffer value as a device array: NumPy data is copied over, foreign arrays wrapped."""
+    if isinstance(value, DeviceArray):
+        return value
+    if isinstance(value, np.ndarray):
+        return memory.to_device(value, stream)
+    return memory.from_foreign(value, stream)
+
+
+def _is_foreign_cuda(obj) -> bool:
+    if hasattr(obj, "__cuda_array_interface__"):
+        return True
+    dev = getattr(obj, "__dlpack_device__", None)
+    if dev is None or isinstance(obj, np.ndarray):
+        return False
+    try:
+        return int(dev()[0]) in (2, 13)
+    except (TypeError, ValueError, IndexError):
+        return False
+
+
+def place(obj, dtype) -> DeviceArray:
+    """A value for a new leaf on the current device (``cupy.asarray``).
+
+    NumPy data (and lists, scalars) are copied to the device; CUDA arrays of other libraries
+    (``__cuda_array_interface__`` or DLPack) are used in place, and only converted by a kernel when
+    ``dtype`` is given and differs.
+    """
+    device_id = driver.current_device()
+    stream = streams.get_current_stream(device_id)
+    if isinstance(obj, DeviceArray) or _is_foreign_cuda(obj):
+        arr = obj if isinstance(obj, DeviceArray) else memory.from_foreign(obj, stream)
+        dtypes.as_dtype(arr.dtype)
+        if dtype is not None and np.dtype(dtype) != arr.dtype:
+            return cast_on_device(arr, np.dtype(dtype))
+        return arr
+    host = np.asarray(obj, dtype=dtype)
+    canonical = dtypes.as_dtype(host.dtype)  # TypeError naming unsupported dtypes
+    if host.dtype != canonical:
+        host = host.astype(canonical)
+    return memory.to_device(host, stream, device_id)
+
+
+def cast_on_device(arr: DeviceArray, dtype: np.dtype) -> DeviceArray:
+    """``arr.astype(dtype)`` as one fused kernel (C casting rules, as NumPy's)."""
+    from ...array import leaf_node
+    from ...fusion import plan as make_plan
+    from ...graph import Node
+
+    leaf = leaf_node(arr)
+    node = Node.make("cast", (leaf,), None, dtype=dtypes.as_dtype(dtype))
+    env: dict = {}
+    run(make_plan([node]), env)
+    return env[node]
+
+
+def to_numpy(value) -> np.ndarray:
+    """A NumPy copy of a device array (``cupy.asnumpy``)."""
+    if isinstance(value, np.ndarray):
+        return np.array(value, copy=True)
+    return memory.to_host(value)
+
+
+def foreign_to_numpy(obj) -> np.ndarray:
+    """A NumPy copy of another library's CUDA array."""
+    return memory.to_host(memory.from_foreign(obj))
+
+
+def current_device() -> streams.Device:
+    """The current CUDA device (``cupy.cuda.Device()``)."""
+    return streams.get_current_device()
+
+
+def synchronize() -> None:
+    """Wait for the work queued on the current device's current stream."""
+    streams.get_current_stream(driver.current_device()).synchronize()

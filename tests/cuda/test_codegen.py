@@ -1,0 +1,435 @@
+"""CUDA code generation without a GPU: every kernel the backend would build compiles with NVRTC.
+
+Kernels are planned on the CPU (the NumPy reference backend), generated with
+``fuseray.backends.cuda.generate`` and compiled to CUBINs for sm_80 and sm_90: the benchmark
+workloads, every elementwise op for every dtype its NumPy loop accepts, reductions over every
+axis subset of 3-D shapes, views of every addressing class, concatenate, 64-bit indexing. Sources
+must not depend on sizes or constant values, so that a new size never recompiles.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fuseray as fr
+from fuseray import config, dtypes, ops, runtime
+from fuseray.array import node_of
+from fuseray.backends.cuda import CodegenError, compile_plan_sources, generate, nvrtc
+from fuseray.backends.cuda.cache import KernelCache
+from fuseray.backends.cuda.codegen import op_expr
+from fuseray.backends.cuda.model import build_model, flat_layout, split_layout
+from fuseray.graph import Node
+from fuseray.schedule import Schedule, elementwise_launch, reduce_launch
+from fuseray.views import View
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import workloads  # noqa: E402
+
+ARCHS = ("sm_80", "sm_90")
+
+
+def _nvrtc_usable() -> bool:
+    try:
+        nvrtc.nvrtc_version()
+        return True
+    except Exception:  # noqa: BLE001 - no NVRTC library here: compile tests skip
+        return False
+
+
+needs_nvrtc = pytest.mark.skipif(not _nvrtc_usable(), reason="NVRTC is not installed")
+
+# One memory-only cache for the module: a kernel shared by several tests compiles once.
+CACHE = KernelCache(disk=False)
+
+
+@pytest.fixture(autouse=True)
+def on_cpu(monkeypatch):
+    monkeypatch.setattr(config, "device", "cpu")
+    monkeypatch.setattr(config, "cpu_backend", "numpy")
+
+
+def plan_of(*arrays):
+    _, plan = runtime.prepare([node_of(a) for a in arrays])
+    return plan
+
+
+def compile_all(plan, archs=ARCHS, index_bits=None):
+    sources = []
+    for arch in archs:
+        sources = compile_plan_sources(plan, arch, cache=CACHE, index_bits=index_bits)
+    return sources
+
+
+def workload_outputs(name: str, n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    ins = [fr.asarray(a) for a in workloads.inputs(name, n, rng)]
+    kw = {"erf": fr.special.erf} if name == "black_scholes" else {}
+    out = workloads.WORKLOADS[name](fr, *ins, **kw)
+    return out if isinstance(out, tuple) else (out,)
+
+
+# ---------------------------------------------------------------------------------------------
+# workloads
+# ---------------------------------------------------------------------------------------------
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("name", list(workloads.WORKLOADS))
+def test_workload_kernels_compile(name):
+    plan = plan_of(*workload_outputs(name, 4096))
+    sources = compile_all(plan)
+    assert len(sources) == len(plan.kernels) >= 1
+    for (kname, source), kernel in zip(sources, plan.kernels):
+        assert kname == kernel.name
+        assert 'extern "C" __global__ void __launch_bounds__' in source
+        assert kernel.name in source
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("name", ["triad", "sumsq", "softmax", "layernorm", "colsum"])
+def test_workload_kernels_compile_with_64_bit_indexing(name):
+    plan = plan_of(*workload_outputs(name, 4096))
+    for _name, source in compile_all(plan, index_bits=64):
+        assert "typedef long long fr_idx;" in source
+
+
+@pytest.mark.parametrize("name", list(workloads.WORKLOADS))
+def test_sources_do_not_depend_on_sizes(name):
+    small = plan_of(*workload_outputs(name, 4096))
+    large = plan_of(*workload_outputs(name, 4096 * 37, seed=1))
+    assert [generate(k) for k in small.kernels] == [generate(k) for k in large.kernels]
+
+
+@needs_nvrtc
+def test_new_size_compiles_nothing():
+    cache = KernelCache(disk=False)
+    for n in (2048, 4096 * 5, 1024 * 1023):
+        for name in ("triad", "softmax", "sumsq"):
+            compile_plan_sources(plan_of(*workload_outputs(name, n)), "sm_90", cache=cache)
+        if n == 2048:
+            first = cache.stats.compiles
+    assert cache.stats.compiles == first == 3
+
+
+def test_constants_are_arguments():
+    x = fr.asarray(np.arange(10, dtype=np.float32))
+    a = generate(plan_of(x * 0.5 + 2).kernels[0])
+    b = generate(plan_of(x * 0.25 + 7).kernels[0])
+    assert a == b
+    assert "const float c0" in a[1] and "0.25" not in b[1]
+
+
+def test_source_is_deterministic_and_commented():
+    x = fr.asarray(np.arange(12, dtype=np.float32).reshape(3, 4))
+    kernel = plan_of(fr.exp(x - x.max(axis=1, keepdims=True))).kernels[0]
+    name, source = generate(kernel)
+    assert (name, source) == generate(kernel)
+    assert name == kernel.name and name.startswith("fr_row_")
+    head = source.split('#include "fuseray_index.cuh"')[0]
+    assert "t0 = max(a0)" in head and "t1 = subtract(a0, t0)" in head and "t2 = exp(t1)" in head
+
+
+# ---------------------------------------------------------------------------------------------
+# every elementwise op for every dtype NumPy's loops accept
+# ---------------------------------------------------------------------------------------------
+
+
+def _loop_groups():
+    """Input dtypes -> the ufunc ops whose NumPy loop takes exactly those dtypes."""
+    groups: dict[tuple[str, ...], set[str]] = {}
+    for name in sorted(ops.UFUNCS):
+        row = ops.OPS[name]
+        for combo in itertools.product(dtypes.SUPPORTED, repeat=row.arity):
+            try:
+                loop = dtypes.resolve_ufunc(row.ufunc, combo)
+            except TypeError:
+                continue
+            groups.setdefault(tuple(d.name for d in loop[:-1]), set()).add(name)
+    return groups
+
+
+LOOPS = _loop_groups()
+SCALAR_DTYPES = [d.name for d in dtypes.SUPPORTED]
+
+
+def _array(dtype, shape=(6,)):
+    rng = np.random.default_rng(0)
+    return fr.asarray((rng.random(shape) * 4).astype(dtype))
+
+
+def _ops_on(dtype_a: str, dtype_b: str | None):
+    """Every unary op on a and binary op on (a, b) NumPy has a loop for."""
+    a = _array(dtype_a)
+    outs = []
+    if dtype_b is None:
+        for name in sorted(LOOPS.get((dtype_a,), ())):
+            outs.append(getattr(fr, name)(a))
+        for name in sorted(LOOPS.get((dtype_a, dtype_a), ())):
+            outs.append(getattr(fr, name)(a, _array(dtype_a)))
+    else:
+        b = _array(dtype_b)
+        for name in sorted(LOOPS[(dtype_a, dtype_b)]):
+            outs.append(getattr(fr, name)(a, b))
+    return outs
+
+
+OP_GROUPS = [(d, None) for d in SCALAR_DTYPES] + [("int64", "uint64"), ("uint64", "int64")]
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("dtype_a,dtype_b", OP_GROUPS)
+def test_every_op_compiles_for_every_loop(dtype_a, dtype_b):
+    outs = _ops_on(dtype_a, dtype_b)
+    assert outs
+    plan = plan_of(*outs)
+    compile_all(plan)
+    computed = {n.op for k in plan.kernels for n in build_model(k).computed}
+    # the optimizer removes identities (positive; rounding an integer) before planning
+    assert {node_of(o).op for o in outs} - computed <= {"positive", "floor", "ceil", "trunc"}
+
+
+@needs_nvrtc
+def test_special_where_round_update_and_casts_compile():
+    f32, f64 = _array("float32"), _array("float64")
+    outs = [
+        getattr(fr.special, n)(x) for n in ("erf", "erfc", "expit", "logit") for x in (f32, f64)
+    ]
+    cond = _array("float32") > 1
+    for d in SCALAR_DTYPES:
+        outs.append(fr.where(cond, _array(d), _array(d)))
+        if d != "bool":
+            outs.append(fr.round(_array(d), -1))
+        if dtypes.is_float(np.dtype(d)):
+            outs.append(fr.round(_array(d), 2))
+    upd = Node.make("update", (node_of(cond), node_of(f32), node_of(_array("float32"))))
+    outs.append(fr.ndarray(upd))
+    sources = _array("float32"), _array("float16"), _array("int64"), _array("bool")
+    for src, d in itertools.product(sources, SCALAR_DTYPES):
+        outs.append(src.astype(d) if src.dtype != np.dtype(d) else src.copy())
+    compile_all(plan_of(*outs))
+    for d in ("int8", "uint16", "bool", "float16"):
+        compile_all(plan_of(*[_array(d).astype(t) for t in SCALAR_DTYPES if t != d]))
+
+
+def test_infix_templates_keep_numpy_semantics():
+    i32, f32, u64, i64 = (node_of(_array(d)) for d in ("int32", "float32", "uint64", "int64"))
+    add = Node.make("add", (i32, i32), dtype=np.int32)
+    assert op_expr(add, ["x", "y"]) == "(int)((fr_u(x) + fr_u(y)))"
+    xor = Node.make("logical_xor", (f32, f32), dtype=np.bool_)
+    assert op_expr(xor, ["x", "y"]) == "(fr_cast<bool>(x) != fr_cast<bool>(y))"
+    eq = Node.make("equal", (i64, u64), dtype=np.bool_)
+    assert op_expr(eq, ["x", "y"]) == "fr_equal(x, y)"
+    cast = Node.make("cast", (f32,), dtype=np.float16)
+    assert op_expr(cast, ["x"]) == "fr_cast<__half>(x)"
+    rnd = Node.make("round", (f32,), 3, dtype=np.float32)
+    assert op_expr(rnd, ["x"]) == "fr_round(x, 3)"
+
+
+# ---------------------------------------------------------------------------------------------
+# reductions
+# ---------------------------------------------------------------------------------------------
+
+AXIS_SETS = [None, 0, 1, 2, (0, 1), (0, 2), (1, 2), (0, 1, 2)]
+
+
+def _reductions(x, axis, keepdims):
+    outs = [
+        x.sum(axis, keepdims=keepdims),
+        x.max(axis, keepdims=keepdims),
+        x.min(axis, keepdims=keepdims),
+        x.any(axis, keepdims=keepdims),
+        x.all(axis, keepdims=keepdims),
+        x.prod(axis, keepdims=keepdims),
+    ]
+    if x.dtype != np.bool_:
+        outs += [
+            x.mean(axis, keepdims=keepdims),
+            x.var(axis, ddof=1, keepdims=keepdims),
+            x.std(axis, keepdims=keepdims),
+        ]
+    if axis is None or isinstance(axis, int):
+        outs += [x.argmax(axis, keepdims=keepdims), x.argmin(axis, keepdims=keepdims)]
+    return outs
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("axis", AXIS_SETS, ids=str)
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_reductions_over_every_axis_subset_compile(axis, keepdims):
+    x = _array("float32", (3, 4, 5))
+    compile_all(plan_of(*_reductions(x, axis, keepdims)))
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("dtype", ["float16", "float64", "int8", "uint32", "int64", "bool"])
+@pytest.mark.parametrize("axis", [None, 1, (0, 2)], ids=str)
+def test_reductions_over_other_dtypes_compile(dtype, axis):
+    compile_all(plan_of(*_reductions(_array(dtype, (3, 4, 5)), axis, False)))
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("dtype", SCALAR_DTYPES)
+def test_split_reductions_compile_for_every_accumulator(dtype):
+    # one pass, row-level results only: the kernel carries the split-and-combine path, whose
+    # workspace loads and shuffles exist for every accumulator type
+    x = _array(dtype, (3, 4, 5))
+    outs = [
+        x.sum(),
+        x.prod(),
+        x.max(),
+        x.min(),
+        x.any(),
+        x.all(),
+        x.argmax(),
+        x.argmin(),
+        x.max(axis=0),
+        x.argmin(axis=2),
+    ]
+    plan = plan_of(*outs)
+    sources = compile_all(plan)
+    assert any("gridDim.y > 1" in src for _, src in sources)
+
+
+@needs_nvrtc
+def test_row_epilogues_and_row_reads_compile():
+    m = _array("float32", (6, 8))
+    b = _array("float32", (6,))
+    g = _array("float32", (8,))
+    outs = [
+        m.sum(axis=1) * 2 + b,  # row-level epilogue reading a row-level buffer
+        (m - m.mean(axis=1, keepdims=True)) * g + b[:, None],  # row kernel, broadcast reads
+        fr.exp(m.T - m.T.max(axis=0)),  # a row kernel over axis 0: outer schedule
+        m.std(axis=0, ddof=1),
+    ]
+    compile_all(plan_of(*outs))
+
+
+# ---------------------------------------------------------------------------------------------
+# addressing classes, joins, stacks
+# ---------------------------------------------------------------------------------------------
+
+
+@needs_nvrtc
+def test_views_of_every_class_compile():
+    x = _array("float32", (6, 8))
+    v = _array("float32", (8,))
+    cases = [
+        x + v,  # broadcast row vector
+        x + x[:, :1],  # broadcast column
+        x.T + 1,  # transposed
+        x[::-1, ::-2] * 2,  # negative strides
+        x[1:5, 2:6] - 3,  # sliced: offset
+        x[1:] * 2,  # offset only: contiguous but (maybe) misaligned
+        x.T.reshape(-1) + 1,  # a reshape NumPy would copy: a stack of two views
+        (x.T.reshape(4, 12) * 2).sum(axis=1),  # the stack inside a reduction
+        fr.concatenate([x, x * 2, x.T.reshape(6, 8)], axis=0),
+        fr.concatenate([x, x[:, ::-1]], axis=1),
+        fr.stack([v, v * 2, v + 1]),
+        fr.full((3, 4), 2.5) * x[:3, :4],
+        x[2, 3] + x,  # a 0-d read broadcast
+    ]
+    for case in cases:
+        compile_all(plan_of(case))
+
+
+@needs_nvrtc
+def test_writes_through_masked_views_compile():
+    x = _array("float32", (5, 8))
+    x[1:3, 2:6] = 7.0
+    x[:, 1] += 3
+    x[::2, ::3] = -1
+    x[4] = x[0] * 2
+    compile_all(plan_of(x, x.sum(axis=1), x.T.reshape(-1).sum()))
+
+
+def test_layout_classes():
+    assert flat_layout((View.contiguous((4, 5)),)).cls == ("c",)
+    assert flat_layout((View((4, 5), (0, 0), 3),)).cls == ("u",)
+    t = flat_layout((View((5, 4), (1, 5), 0),))
+    assert t.cls == ("s",) and t.ints == (1, 5)
+    neg = flat_layout((View((4,), (-1,), 3),))
+    assert neg.cls == ("s",) and neg.offset == 3
+    inner = split_layout((View.contiguous((6, 8)),), (1,))
+    assert inner.cls == ("x", "l", "l") and inner.ints == (8, 1)
+    col = split_layout((View.contiguous((6, 8)),), (0,))
+    assert col.cls == ("x", "l", "l") and col.ints == (1, 8)
+    mid = split_layout((View.contiguous((3, 4, 5)),), (1,))
+    assert mid.cls == ("x", "s", "l") and mid.ints == (20, 1, 5)
+    bcast = split_layout((View((6, 8), (0, 1), 0),), (1,))
+    assert bcast.cls == ("x", "l", "l") and bcast.ints == (0, 1)
+
+
+def test_masked_views_are_strided_with_bounds():
+    masked = View((6,), (1,), -1, ((1, 5),))
+    lay = flat_layout((masked,))
+    assert lay.cls == ("s",) and lay.masks == ((0, 1),) and lay.ints == (1, 1, 5)
+
+
+def test_unsupported_kernels_raise_codegen_error():
+    x = fr.asarray(np.arange(6, dtype=np.float32))
+    kernel = plan_of(x * 2).kernels[0]
+    odd = type(kernel)(**{**kernel.__dict__, "kind": "scatter"})
+    with pytest.raises(CodegenError, match="scatter"):
+        build_model(odd)
+
+
+# ---------------------------------------------------------------------------------------------
+# schedules
+# ---------------------------------------------------------------------------------------------
+
+
+def test_elementwise_launch_fills_the_device_then_strides():
+    s = Schedule("flat", vec=4, unroll=1)
+    assert elementwise_launch(s, 4096, 132, 2048).grid == (4, 1)
+    big = elementwise_launch(s, 2**26, 132, 2048)
+    assert big.grid[0] == 2**26 // (256 * 4) and big.block == (256, 1)  # a vector per thread
+    huge = elementwise_launch(s, 2**31, 132, 2048)
+    assert huge.grid[0] * 256 <= 2**25  # a grid-stride step stays inside 32-bit headroom
+
+
+def test_reduce_launch_splits_long_rows_only():
+    inner = Schedule("inner", max_threads=512)
+    full = reduce_launch(inner, 1, 2**26, 4, True, 132, 2048)
+    assert full.splits > 100 and full.chunk % full.block[0] == 0
+    assert full.chunk * full.splits >= 2**26 > full.chunk * (full.splits - 1)
+    rows = reduce_launch(inner, 65536, 1024, 4, True, 132, 2048)
+    assert rows.splits == 1 and rows.block[0] * rows.block[1] <= 512
+    outer = Schedule("outer", max_threads=512)
+    col = reduce_launch(outer, 1024, 65536, 4, True, 132, 2048)
+    assert col.block[0] == 32 and col.splits > 1
+    cached = Schedule("inner", max_threads=512, items=32)
+    row = reduce_launch(cached, 65536, 1024, 4, False, 132, 2048)
+    assert row.block[0] == 32 and row.splits == 1
+
+
+def test_importing_the_backend_initialises_nothing():
+    script = (
+        "import json, fuseray.backends.cuda as c\n"
+        "from fuseray.backends.cuda import driver, nvrtc\n"
+        "print(json.dumps([driver._available, nvrtc.nvrtc_version.cache_info().currsize,"
+        " len(driver._contexts)]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [None, 0, 0]
+
+
+def test_kernel_sizes_are_arguments_not_literals():
+    x = fr.asarray(np.arange(3 * 1021, dtype=np.float32).reshape(3, 1021))
+    _, source = generate(plan_of(x.sum(axis=1)).kernels[0])
+    body = source.split("extern")[1]
+    for n in (3, 1021, 3 * 1021):
+        assert str(n) not in body.replace("fr_idx", "")
+    assert math.prod(x.shape) == 3063

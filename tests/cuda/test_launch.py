@@ -1,0 +1,147 @@
+"""The CUDA launch path without a GPU: a faked driver records each launch, so these tests check
+argument binding (count, order, packing types), output allocation, skipped empty launches, the
+split-reduction workspace, and that prepared state is reused across calls and sizes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fuseray as fr
+from fuseray import config, runtime
+from fuseray.array import node_of
+from fuseray.backends.cuda import driver, launch
+from fuseray.backends.cuda.memory import DeviceArray
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import workloads  # noqa: E402
+
+
+class FakeMemory:
+    def __init__(self, size):
+        self.size, self.device_id, self.stream = size, 0, None
+        self.ptr = 0x10000 + FakeMemory.next
+        FakeMemory.next += (size + 255) // 256 * 256 + 256
+
+
+FakeMemory.next = 0
+
+
+class FakeStream:
+    ptr = 0
+    handle = 0
+    device_id = 0
+
+
+class FakeProps:
+    arch = "sm_90"
+    multiprocessor_count = 132
+    max_threads_per_multiprocessor = 2048
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    monkeypatch.setattr(config, "device", "cpu")
+    launches = []
+
+    class FakeProgram:
+        def __init__(self, gen, device_id):
+            self.generated = gen
+            self.function = gen.name
+            self.pack = driver.ArgPack([p.kind for p in gen.params])
+
+    def fake_empty(shape, dtype, stream, strides=None, nbytes=None):
+        mem = FakeMemory(int(np.prod(shape)) * np.dtype(dtype).itemsize)
+        return DeviceArray(mem.ptr, shape, None, dtype, mem)
+
+    def as_device(value, stream):
+        mem = FakeMemory(value.nbytes)
+        mem.host = value
+        return DeviceArray(mem.ptr, value.shape, value.strides, value.dtype, mem)
+
+    def fake_launch(func, grid, block, args, pack, shared, stream):
+        pack.pack(args)  # struct packing checks every argument's count and type
+        launches.append((func, grid, block, list(args), shared))
+
+    monkeypatch.setattr(launch, "Program", FakeProgram)
+    monkeypatch.setattr(launch, "_programs", {})
+    monkeypatch.setattr(launch, "_empty", fake_empty)
+    monkeypatch.setattr(launch, "_as_device_array", as_device)
+    monkeypatch.setattr(launch, "_counters", lambda device_id, stream: 0xC0C0)
+    monkeypatch.setattr(driver, "launch", fake_launch)
+    monkeypatch.setattr(driver, "device_props", lambda device_id: FakeProps)
+    monkeypatch.setattr(DeviceArray, "use_on", lambda self, stream: None)
+    return launches
+
+
+def run_fake(*arrays):
+    _, plan = runtime.prepare([node_of(a) for a in arrays])
+    env: dict = {}
+    for kernel in plan.kernels:
+        launch.binding_for(kernel).run(env, 0, FakeStream())
+    return plan, env
+
+
+@pytest.mark.parametrize("name", list(workloads.WORKLOADS))
+def test_workloads_bind_every_argument(fake_gpu, name):
+    rng = np.random.default_rng(0)
+    ins = [fr.asarray(a) for a in workloads.inputs(name, 1 << 16, rng)]
+    kw = {"erf": fr.special.erf} if name == "black_scholes" else {}
+    out = workloads.WORKLOADS[name](fr, *ins, **kw)
+    outs = out if isinstance(out, tuple) else (out,)
+    plan, env = run_fake(*outs)
+    assert len(fake_gpu) == len(plan.kernels)
+    for kernel in plan.kernels:
+        for store in kernel.stores:
+            arr = env[store.target]
+            assert arr.shape == store.target.shape and arr.dtype == store.target.dtype
+    func, grid, block, args, shared = fake_gpu[-1]
+    assert grid[0] >= 1 and block[0] * block[1] <= 512
+    if name == "sumsq":  # one row of 2**16: split over blocks, with a workspace and counters
+        assert grid[1] > 1 and 0xC0C0 in args
+
+
+def test_new_sizes_share_one_program_and_calls_reuse_state(fake_gpu):
+    for n in (1000, 5000, 123457):
+        x = fr.asarray(np.ones(n, np.float32))
+        run_fake(x * 2 + x)
+    assert len(launch._programs) == 1  # one source for every size
+    assert [call[3][2] for call in fake_gpu] == [1000, 5000, 123457]  # n follows the pointers
+    x = fr.asarray(np.ones(64, np.float32))
+    _, plan = runtime.prepare([node_of(x * 3)])
+    binding = launch.binding_for(plan.kernels[0])
+    for _ in range(3):
+        binding.run({}, 0, FakeStream())
+    assert len(binding.states) == 1 and binding.last_state is not None
+
+
+def test_empty_outputs_allocate_without_launching(fake_gpu):
+    x = fr.asarray(np.zeros((0, 4), np.float32))
+    plan, env = run_fake(x + 1, x.sum(axis=1))
+    assert fake_gpu == []
+    assert {v.shape for v in env.values()} == {(0, 4), (0,)}
+
+
+def test_region_stores_fill_one_target(fake_gpu):
+    x = fr.asarray(np.ones((3, 4), np.float32))
+    plan, env = run_fake(fr.concatenate([x, x * 2], axis=0))
+    targets = {s.target for k in plan.kernels for s in k.stores}
+    assert len(targets) == 1 and len(fake_gpu) == 2
+    (target,) = targets
+    base = env[target].ptr
+    assert fake_gpu[0][3][1] == base and fake_gpu[1][3][1] == base + 12 * 4
+
+
+def test_jit_parameters_are_packed(fake_gpu):
+    from fuseray.graph import Node
+
+    p = Node.make("param", (), ("s", None), dtype=np.float32)
+    x = fr.asarray(np.ones(8, np.float32))
+    y = fr.ndarray(Node.make("multiply", (node_of(x), Node.make("expand", (p,), (8,)))))
+    _, plan = runtime.prepare([node_of(y)])
+    env = {p: np.asarray(2.5, np.float32)}
+    launch.binding_for(plan.kernels[0]).run(env, 0, FakeStream())
+    assert fake_gpu[0][3][-1] == env[p]
