@@ -328,7 +328,7 @@ def bench_workload(fw: Framework, workload: str, host_inputs, reference, repeat:
             "peak_mb": None if peak is None else peak / 1e6}
 
 
-def fuseray_extras(n: int) -> dict:
+def fuseray_extras(n: int, loop_blocks: int = 10) -> dict:
     """Overheads and compile behaviour of fuseray itself."""
     import fuseray as fr
 
@@ -379,7 +379,7 @@ def fuseray_extras(n: int) -> dict:
     # a 10,000-step lazy stencil loop: time per step stays flat
     u = fr.asarray(np.random.default_rng(9).standard_normal(1 << 16, dtype=np.float32))
     per_block = []
-    for _ in range(10):
+    for _ in range(loop_blocks):
         start = time.perf_counter()
         for _ in range(1000):
             u = 0.25 * fr.concatenate([u[:1], u[:-2] + u[2:], u[-1:]]) + 0.5 * u
@@ -399,6 +399,9 @@ def main(argv=None) -> dict:
     p.add_argument("--json", default="benchmark.json")
     p.add_argument("--png", default=None)
     p.add_argument("--markdown", default=None)
+    p.add_argument("--no-extras", dest="extras", action="store_false",
+                   help="skip fuseray's overhead/compile/lazy-loop measurements")
+    p.add_argument("--loop-blocks", type=int, default=10, help="blocks of 1000 lazy-loop steps")
     args = p.parse_args(argv)
 
     os.environ.setdefault("FUSERAY_CACHE_DIR", tempfile.mkdtemp(prefix="fuseray-bench-"))
@@ -444,8 +447,9 @@ def main(argv=None) -> dict:
             print(f"  {wl:>14} {name:>14}: {r['median_ms']:9.3f} ms {r['gbps']:8.0f} GB/s"
                   f" {r['pct_copy']:6.1f}% first {r['first_ms']:9.1f} ms err {r['rel_error']:.1e}")
         results["workloads"][wl] = rows
-    if "fuseray" in frameworks:
-        results["fuseray_extras"] = fuseray_extras(args.n)
+        Path(args.json).write_text(json.dumps(results, indent=1))  # partial results survive
+    if "fuseray" in frameworks and args.extras:
+        results["fuseray_extras"] = fuseray_extras(args.n, args.loop_blocks)
         print(json.dumps(results["fuseray_extras"], indent=1))
     Path(args.json).write_text(json.dumps(results, indent=1))
     table = markdown_table(results)
