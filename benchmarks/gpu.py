@@ -122,9 +122,11 @@ class CuPyFuseFW(CuPyFW):
 
     def make(self, workload):
         fn = workloads.WORKLOADS[workload]
+        # cupy.fuse names the kernel after the function: a lambda's name is no C identifier
+        fuse = self.cp.fuse(kernel_name=f"bench_{workload}")
         if workload == "black_scholes":
-            return self.cp.fuse(lambda *a: fn(self.cp, *a, erf=self.erf))
-        return self.cp.fuse(lambda *a: fn(self.cp, *a))
+            return fuse(lambda *a: fn(self.cp, *a, erf=self.erf))
+        return fuse(lambda *a: fn(self.cp, *a))
 
 
 def _torch_fns():
