@@ -6,9 +6,16 @@ compare against it.
 """
 
 import os
+import pathlib
+import sys
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+# Every kernel any test plans is also compiled for sm_80 and sm_90 with NVRTC at the end of the
+# session (tests/cuda/compile_all.py), so a code-generation error fails CI without a GPU.
+sys.path.insert(0, str(pathlib.Path(__file__).parent / "cuda"))
+pytest_plugins = ["compile_all"]
 
 settings.register_profile(
     "ci",
