@@ -38,31 +38,31 @@ from .graph import Buffer, Node, rebuild
 def flatten(tree) -> tuple[list, object]:
     """Leaves in order and a hashable description of the containers around them."""
     leaves: list = []
+    return leaves, _walk(tree, leaves)
 
-    def walk(x):
-        if isinstance(x, (tuple, list)):
-            return (type(x).__name__, tuple(walk(v) for v in x))
-        if isinstance(x, dict):
-            keys = tuple(sorted(x, key=repr))
-            return ("dict", keys, tuple(walk(x[k]) for k in keys))
-        leaves.append(x)
-        return None
 
-    return leaves, walk(tree)
+def _walk(x, leaves: list):
+    # module-level (not a closure over itself) so a call leaves no reference cycle behind
+    if isinstance(x, (tuple, list)):
+        return (type(x).__name__, tuple(_walk(v, leaves) for v in x))
+    if isinstance(x, dict):
+        keys = tuple(sorted(x, key=repr))
+        return ("dict", keys, tuple(_walk(x[k], leaves) for k in keys))
+    leaves.append(x)
+    return None
 
 
 def unflatten(treedef, leaves: Sequence):
-    it = iter(leaves)
+    return _build(treedef, iter(leaves))
 
-    def build(d):
-        if d is None:
-            return next(it)
-        if d[0] == "dict":
-            return {k: build(v) for k, v in zip(d[1], d[2])}
-        items = [build(v) for v in d[1]]
-        return tuple(items) if d[0] == "tuple" else items
 
-    return build(treedef)
+def _build(d, it):
+    if d is None:
+        return next(it)
+    if d[0] == "dict":
+        return {k: _build(v, it) for k, v in zip(d[1], d[2])}
+    items = [_build(v, it) for v in d[1]]
+    return tuple(items) if d[0] == "tuple" else items
 
 
 # ---------------------------------------------------------------------------------------------

@@ -149,3 +149,20 @@ def test_outputs_can_be_inputs_and_python_values():
     a, n, none = f(x, 4)
     assert np.array_equal(a.get(), x) and none is None
     assert int(n) == 4
+
+
+def test_calls_leave_no_reference_cycles():
+    import gc
+
+    f = fr.jit(lambda a, b: {"s": (a + b, [a * b])})
+    a = np.ones(10)
+    f(a, a)
+    gc.collect()
+    gc.disable()
+    try:
+        before = len(gc.get_objects())
+        for _ in range(50):
+            f(a, a)
+        assert len(gc.get_objects()) - before < 50  # outputs are freed at once, not by the gc
+    finally:
+        gc.enable()
