@@ -13,6 +13,6 @@ import os
 
 debug: bool = os.environ.get("FUSERAY_DEBUG", "") not in ("", "0")
 device: str | None = os.environ.get("FUSERAY_DEVICE") or None
-cpu_backend: str = os.environ.get("FUSERAY_CPU_BACKEND", "numpy")
+cpu_backend: str = os.environ.get("FUSERAY_CPU_BACKEND", "numba")
 max_kernel_ops: int = int(os.environ.get("FUSERAY_MAX_KERNEL_OPS", "512"))
 fast_math: bool = os.environ.get("FUSERAY_FAST_MATH", "") not in ("", "0")
