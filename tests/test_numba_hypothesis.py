@@ -9,11 +9,11 @@ import os
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from test_hypothesis import apply_step, make_leaf, programs
 
 import fuseray as fr
 from fuseray import config
 from harness import assert_same
-from test_hypothesis import apply_step, make_leaf, programs
 
 numba_backend = pytest.importorskip("fuseray.backends.numba")
 
