@@ -30,8 +30,8 @@ import time
 
 import numpy as np
 
-ROW = 1024
-R, V = 0.02, 0.3
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from workloads import ROW, R, V, black_scholes, gelu, layernorm, softmax, triad  # noqa: E402
 
 
 def inputs(name: str, n: int, seed: int = 0) -> list[np.ndarray]:
@@ -54,38 +54,7 @@ def inputs(name: str, n: int, seed: int = 0) -> list[np.ndarray]:
     raise KeyError(name)
 
 
-# -- the workloads, written once against a NumPy-like namespace ----------------------------------
-
-def triad(xp, a, b, c):
-    return a * b + c
-
-
-def gelu(xp, x):
-    return 0.5 * x * (1 + xp.tanh(0.7978845608 * (x + 0.044715 * x * x * x)))
-
-
-def black_scholes(xp, s, x, t, erf):
-    sqrt_t = xp.sqrt(t)
-    d1 = (xp.log(s / x) + (R + 0.5 * V * V) * t) / (V * sqrt_t)
-    d2 = d1 - V * sqrt_t
-    cnd1 = 0.5 + 0.5 * erf(d1 * 0.7071067811865476)
-    cnd2 = 0.5 + 0.5 * erf(d2 * 0.7071067811865476)
-    disc = x * xp.exp(-R * t)
-    call = s * cnd1 - disc * cnd2
-    put = disc * (1 - cnd2) - s * (1 - cnd1)
-    return call, put
-
-
-def softmax(xp, x):
-    e = xp.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def layernorm(xp, x, g):
-    mean = x.mean(axis=1, keepdims=True)
-    var = ((x - mean) ** 2).mean(axis=1, keepdims=True)
-    return (x - mean) / xp.sqrt(var + 1e-5) * g
-
+# -- the workloads: the same definitions the GPU suite and the fusion tests use ----------------
 
 WORKLOADS = {"triad": triad, "gelu": gelu, "black_scholes": black_scholes, "softmax": softmax,
              "layernorm": layernorm}
