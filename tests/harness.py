@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 
 import numpy as np
 
 import fuseray as fr
+from fuseray import dtypes, ops
 
 TOLERANCE = {  # (rtol, atol) per result dtype kind/size
     np.dtype(np.float16): (2e-3, 1e-3),
@@ -137,3 +139,18 @@ def views(base: np.ndarray):
     if base.ndim >= 1 and base.shape[0] > 1:
         yield "reversed", base[::-1]
         yield "strided", base[::2]
+
+
+@functools.lru_cache(maxsize=1)
+def ufunc_loop_groups() -> dict[tuple[str, ...], frozenset[str]]:
+    """Input dtype names -> the op-table ufuncs whose NumPy loop takes exactly those dtypes."""
+    groups: dict[tuple[str, ...], set[str]] = {}
+    for name in sorted(ops.UFUNCS):
+        row = ops.OPS[name]
+        for combo in itertools.product(dtypes.SUPPORTED, repeat=row.arity):
+            try:
+                loop = dtypes.resolve_ufunc(row.ufunc, combo)
+            except TypeError:
+                continue
+            groups.setdefault(tuple(d.name for d in loop[:-1]), set()).add(name)
+    return {k: frozenset(v) for k, v in groups.items()}

@@ -8,7 +8,6 @@ kernel fails to write shows up as a mismatch.
 
 from __future__ import annotations
 
-import itertools
 import math
 import sys
 from pathlib import Path
@@ -17,13 +16,13 @@ import numpy as np
 import pytest
 
 import fuseray as fr
-from fuseray import config, dtypes, ops
+from fuseray import config, dtypes
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 import workloads  # noqa: E402
-from harness import assert_same  # noqa: E402
+from harness import assert_same, ufunc_loop_groups  # noqa: E402
 
 
 def _gpu() -> bool:
@@ -129,15 +128,7 @@ LAYOUTS = {
 
 
 def _ops_for(dtype_a: str, dtype_b: str | None):
-    loops: dict[tuple, set] = {}
-    for name in sorted(ops.UFUNCS):
-        row = ops.OPS[name]
-        for combo in itertools.product(dtypes.SUPPORTED, repeat=row.arity):
-            try:
-                loop = dtypes.resolve_ufunc(row.ufunc, combo)
-            except TypeError:
-                continue
-            loops.setdefault(tuple(d.name for d in loop[:-1]), set()).add(name)
+    loops = ufunc_loop_groups()
     if dtype_b is None:
         return (sorted(loops.get((dtype_a,), ())), sorted(loops.get((dtype_a, dtype_a), ())))
     return [], sorted(loops[(dtype_a, dtype_b)])

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import fuseray as fr
-from fuseray import config, dtypes, ops, runtime
+from fuseray import config, dtypes, runtime
 from fuseray.array import node_of
 from fuseray.backends.cuda import CodegenError, compile_plan_sources, generate, nvrtc
 from fuseray.backends.cuda.cache import KernelCache
@@ -34,6 +34,7 @@ from fuseray.views import View
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import workloads  # noqa: E402
+from harness import ufunc_loop_groups  # noqa: E402
 
 ARCHS = ("sm_80", "sm_90")
 
@@ -144,21 +145,7 @@ def test_source_is_deterministic_and_commented():
 # ---------------------------------------------------------------------------------------------
 
 
-def _loop_groups():
-    """Input dtypes -> the ufunc ops whose NumPy loop takes exactly those dtypes."""
-    groups: dict[tuple[str, ...], set[str]] = {}
-    for name in sorted(ops.UFUNCS):
-        row = ops.OPS[name]
-        for combo in itertools.product(dtypes.SUPPORTED, repeat=row.arity):
-            try:
-                loop = dtypes.resolve_ufunc(row.ufunc, combo)
-            except TypeError:
-                continue
-            groups.setdefault(tuple(d.name for d in loop[:-1]), set()).add(name)
-    return groups
-
-
-LOOPS = _loop_groups()
+LOOPS = ufunc_loop_groups()
 SCALAR_DTYPES = [d.name for d in dtypes.SUPPORTED]
 
 
