@@ -85,6 +85,8 @@ class Plan:
     roots: list[Node]
     kernels: list[Kernel]
     splits: dict[Node, str] = field(default_factory=dict)  # materialised node -> why
+    # what a backend derives from the plan once and reuses on every run (e.g. CUDA bindings)
+    backend_state: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def materialised(self) -> set[Node]:
@@ -201,7 +203,7 @@ class Planner:
 
     def try_join(self, g: Group, value: Node, c: Cone, level: str) -> bool:
         """Can ``g`` compute ``value`` (whose cone is ``c``) at ``level``?"""
-        if g.closed:
+        if g.closed or g.scatter is not None:  # a scatter kernel computes nothing else
             return False
         for base, head in c.reads:
             if base in self.materialised:

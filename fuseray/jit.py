@@ -93,8 +93,10 @@ def _array_value(x):
 
 def _layout(value) -> str:
     """'C' for C-contiguous data, 'S' for any other strides (NumPy or device arrays)."""
-    flags = getattr(value, "flags", None)
-    contiguous = flags.c_contiguous if flags is not None else value.is_c_contiguous
+    if isinstance(value, np.ndarray):
+        contiguous = value.flags.c_contiguous
+    else:
+        contiguous = value.is_c_contiguous  # a DeviceArray
     return "C" if contiguous else "S"
 
 

@@ -300,8 +300,11 @@ def run(plan: Plan, env: dict) -> None:
     (as ``DeviceArray``\\ s)."""
     device_id = _current_device_id()
     stream = streams.get_current_stream(device_id)
-    for kernel in plan.kernels:
-        binding_for(kernel).run(env, device_id, stream)
+    bindings = plan.backend_state.get("cuda")
+    if bindings is None:
+        bindings = plan.backend_state["cuda"] = [binding_for(k) for k in plan.kernels]
+    for binding in bindings:
+        binding.run(env, device_id, stream)
 
 
 def c_strides_bytes(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:

@@ -75,6 +75,17 @@ def _supported(dtype: object) -> np.dtype:
     return dt
 
 
+def _is_c_contiguous(shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int) -> bool:
+    if 0 in shape:
+        return True
+    expected = itemsize
+    for extent, stride in zip(reversed(shape), reversed(strides), strict=True):
+        if extent != 1 and stride != expected:
+            return False
+        expected *= extent
+    return True
+
+
 def _c_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
     if len(shape) == 1:
         return (itemsize,)
@@ -271,7 +282,16 @@ class DeviceArray:
     arrays come from producers that declared their data read-only.
     """
 
-    __slots__ = ("__weakref__", "dtype", "memory", "ptr", "readonly", "shape", "strides")
+    __slots__ = (
+        "__weakref__",
+        "dtype",
+        "is_c_contiguous",
+        "memory",
+        "ptr",
+        "readonly",
+        "shape",
+        "strides",
+    )
 
     def __init__(
         self,
@@ -294,6 +314,8 @@ class DeviceArray:
         self.ptr = int(ptr)
         self.memory = memory
         self.readonly = bool(readonly)
+        # stored, not a property: @jit's cache key reads it for every argument of every call
+        self.is_c_contiguous = _is_c_contiguous(self.shape, self.strides, self.dtype.itemsize)
 
     @classmethod
     def _wrap(
@@ -305,8 +327,10 @@ class DeviceArray:
         memory: DeviceMemory | ForeignMemory,
         readonly: bool = False,
     ) -> DeviceArray:
-        """Trusted constructor for the hot path: arguments already validated and normalised."""
+        """Trusted constructor for the hot path: arguments already validated and normalised, and
+        ``strides`` C-contiguous."""
         self = object.__new__(cls)
+        self.is_c_contiguous = True
         self.ptr = ptr
         self.shape = shape
         self.strides = strides
@@ -340,17 +364,6 @@ class DeviceArray:
     @property
     def nbytes(self) -> int:
         return self.size * self.dtype.itemsize
-
-    @property
-    def is_c_contiguous(self) -> bool:
-        if self.size == 0:
-            return True
-        expected = self.dtype.itemsize
-        for extent, stride in zip(reversed(self.shape), reversed(self.strides), strict=True):
-            if extent != 1 and stride != expected:
-                return False
-            expected *= extent
-        return True
 
     def use_on(self, stream: BaseStream) -> None:
         """Declare that work about to be enqueued on ``stream`` uses this array.
