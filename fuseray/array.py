@@ -133,6 +133,34 @@ class ndarray:
 
         return runtime.to_numpy(self)
 
+    # -- zero-copy export: CuPy, PyTorch, Numba and JAX read fuseray arrays through these -------
+    def _data(self):
+        """The computed value: a ``DeviceArray`` on a GPU, a NumPy array on the CPU. Reading it
+        computes the array; the exporter hands out this memory itself, not a copy."""
+        from . import runtime
+
+        runtime.compute_arrays([self])
+        return _leaf(node_of(self)).value
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        """CAI v3 (with the stream of the array's last use), computing the array first. An array
+        on the CPU has none: ``hasattr`` is False there, as for a NumPy array."""
+        data = self._data()
+        if isinstance(data, np.ndarray):
+            raise AttributeError("a fuseray array on the CPU has no __cuda_array_interface__")
+        return data.__cuda_array_interface__
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return self._data().__dlpack_device__()
+
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        """DLPack export (array API standard), computing the array first. A CPU array exports
+        NumPy's capsule, a GPU array fuseray's (the consumer's ``stream`` waits for our work)."""
+        return self._data().__dlpack__(
+            stream=stream, max_version=max_version, dl_device=dl_device, copy=copy
+        )
+
     def __array__(self, dtype=None, copy=None):
         out = self.get()
         return out if dtype is None else out.astype(dtype, copy=False)

@@ -529,6 +529,55 @@ def test_jax_dlpack_input():
     check(np.arange(10, dtype=np.float32) * 3, fr.asarray(a) * 3)
 
 
+def _exported_lazy():
+    """A lazy fuseray result (computed by the export itself), its data pointer and values."""
+    host = np.random.default_rng(5).standard_normal((64, 33)).astype(np.float32)
+    y = fr.sin(fr.asarray(host)) * 2 + 1
+    want = np.sin(host) * np.float32(2) + np.float32(1)
+    return y, want
+
+
+@pytest.mark.parametrize("peer", ["cupy", "torch", "numba", "jax"])
+def test_fuseray_arrays_export_without_copies(peer):
+    mod = pytest.importorskip(peer if peer != "numba" else "numba.cuda")
+    y, want = _exported_lazy()
+    assert y.is_lazy
+    ptr = y.__cuda_array_interface__["data"][0]  # computes y
+    assert not y.is_lazy and ptr != 0
+    if peer == "cupy":
+        theirs = mod.asarray(y)
+        assert theirs.data.ptr == ptr
+        via_dlpack = mod.from_dlpack(y)
+        assert via_dlpack.data.ptr == ptr
+        got = mod.asnumpy(theirs)
+    elif peer == "torch":
+        theirs = mod.from_dlpack(y)
+        assert theirs.data_ptr() == ptr and theirs.is_cuda
+        theirs.mul_(0.5)  # writes through the shared memory are seen by fuseray
+        np.testing.assert_allclose(fr.asnumpy(y), want * np.float32(0.5), rtol=2e-6, atol=2e-6)
+        got = (theirs * 2).cpu().numpy()
+    elif peer == "numba":
+        theirs = mod.as_cuda_array(y)
+        assert theirs.__cuda_array_interface__["data"][0] == ptr
+        got = theirs.copy_to_host()
+    else:
+        theirs = mod.dlpack.from_dlpack(y) if hasattr(mod, "dlpack") else mod.numpy.from_dlpack(y)
+        got = np.asarray(theirs)
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6)
+
+
+def test_export_of_views_and_round_trips():
+    torch = pytest.importorskip("torch")
+    host = np.arange(24, dtype=np.float64).reshape(4, 6)
+    x = fr.asarray(host)
+    t = torch.from_dlpack(x.T)  # a view: exported as its own computed buffer
+    np.testing.assert_array_equal(t.cpu().numpy(), host.T)
+    back = fr.asarray(torch.from_dlpack(x))  # fuseray -> torch -> fuseray shares one buffer
+    assert back.__cuda_array_interface__["data"][0] == x.__cuda_array_interface__["data"][0]
+    check(host * 3, back * 3)
+    assert fr.asarray(np.ones(3)).__dlpack_device__()[0] == 2  # kDLCUDA
+
+
 # ---------------------------------------------------------------------------------------------
 # sizes past 2**31 and memory exhaustion
 # ---------------------------------------------------------------------------------------------
