@@ -28,9 +28,8 @@ import weakref
 import numpy as np
 
 from ..fusion import Kernel, Plan
-from ..ops import Kind
 from . import numpy as numpy_backend
-from .numba_layout import Unsupported, analyse, signature
+from .numba_layout import analyse, signature
 
 try:
     import numba as _numba
@@ -54,7 +53,6 @@ CACHE_MAX = 65536  # rows longer than this keep no per-row value buffers
 # while reductions and longer chains win here even when tiny.
 SMALL_KERNEL = 8192
 
-_NOT_GENERATED = (Kind.GATHER, Kind.SCATTER)
 _FALLBACK = object()
 _compiled: dict[tuple, object] = {}
 _lock = threading.RLock()  # re-entered by _fallback from _build and _recompile
@@ -79,12 +77,12 @@ def run(plan: Plan, env: dict) -> None:
 
 
 def run_kernel(kernel: Kernel, env: dict) -> None:
-    if kernel.kind == "elementwise" and math.prod(kernel.space) * len(kernel.ops()) <= SMALL_KERNEL:
+    if kernel.kind in ("elementwise", "scatter") and \
+            math.prod(kernel.space) * len(kernel.ops()) <= SMALL_KERNEL:
         numpy_backend.run_kernel(kernel, env)
         return
-    if kernel.kind == "scatter" or any(n.kind in _NOT_GENERATED for n in kernel.nodes):
-        # take reads memory at computed positions, scatter writes there: not generated yet
-        _fallback(kernel, ("take/scatter",), Unsupported("take and scatter are interpreted"), env)
+    if kernel.kind == "scatter":
+        _scatter(kernel, env)
         return
     try:
         layout = _layout(kernel, env)
@@ -103,7 +101,7 @@ def run_kernel(kernel: Kernel, env: dict) -> None:
         numpy_backend.run_kernel(kernel, env)
         return
     n_rows, rsz, n_q, qsz = layout.sizes
-    err = np.zeros(1, np.int64)
+    err = np.zeros(2, np.int64)  # flags: [0] a negative integer power, [1] an index out of range
     args = (n_rows, *rsz, n_q, *qsz, *sched, *layout.args, err)
     ns, _, rows_per_task = sched
     tasks = n_rows * ns if variant == "split" else -(-n_rows // rows_per_task)
@@ -114,6 +112,11 @@ def run_kernel(kernel: Kernel, env: dict) -> None:
         if fn is _FALLBACK:
             numpy_backend.run_kernel(kernel, env)
             return
+    if err[1]:
+        # which index NumPy names (the first in C order) is not known to the parallel loop: the
+        # interpreter evaluates the kernel again and raises exactly NumPy's IndexError
+        numpy_backend.run_kernel(kernel, env)
+        raise IndexError(f"index out of bounds in {kernel.name}")  # the interpreter raised
     if err[0]:
         raise ValueError("Integers to negative integer powers are not allowed.")
     env.update(layout.outputs)
@@ -142,24 +145,23 @@ def _layout(kernel: Kernel, env: dict):
     return layout
 
 
-def _launch(fn, args, tasks: int | None = None) -> None:
+def _launch(fn, args, tasks: int | None = None):
     """Call a compiled loop on at most ``tasks`` threads (waking a thread that has no task
     costs a scheduler wake-up, milliseconds when another process holds its core)."""
     threads = _numba.get_num_threads()
     if tasks is not None and tasks < threads:
         _numba.set_num_threads(max(tasks, 1))  # thread-local in numba: other threads unaffected
         try:
-            _call(fn, args)
+            return _call(fn, args)
         finally:
             _numba.set_num_threads(threads)
-    else:
-        _call(fn, args)
+    return _call(fn, args)
 
 
 _layer: list[str] = []  # numba's threading layer, once a parallel region has chosen it
 
 
-def _call(fn, args) -> None:
+def _call(fn, args):
     """Serialised only under numba's workqueue layer, which aborts the process on concurrent
     parallel launches (the omp and tbb layers are thread-safe)."""
     if not _layer:
@@ -167,13 +169,28 @@ def _call(fn, args) -> None:
             _layer.append(_numba.threading_layer())
         except ValueError:  # no parallel region has run yet: the layer is not chosen
             with _launch_lock:
-                fn(*args)
-            return
+                return fn(*args)
     if _layer[0] == "workqueue":
         with _launch_lock:
-            fn(*args)
-    else:
-        fn(*args)
+            return fn(*args)
+    return fn(*args)
+
+
+def _scatter(kernel: Kernel, env: dict) -> None:
+    """A scatter kernel: one fixed loop (``numba_scatter``); the interpreter if it fails to
+    compile (an IndexError for a bad index is the answer, not a failure)."""
+    from . import numba_scatter
+
+    key = ("scatter", kernel.stores[0].target.dtype.str)
+    if _compiled.get(key) is _FALLBACK:
+        numpy_backend.run_kernel(kernel, env)
+        return
+    try:
+        numba_scatter.run(kernel, env, _launch)
+    except IndexError:
+        raise
+    except Exception as e:  # numba typing or lowering: a dtype the loop cannot handle
+        _fallback(kernel, key, e, env)
 
 
 def choose(kernel: Kernel, sizes) -> tuple[str, tuple[int, int, int]]:

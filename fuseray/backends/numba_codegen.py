@@ -175,6 +175,8 @@ class Generator(ReductionCode):
                     out += [x for d in range(rank) for x in (f"a{k}l{j}lo{d}", f"a{k}l{j}hi{d}")]
             for m in range(len(masked)):
                 out += [f"a{k}m{m}lo", f"a{k}m{m}hi"]
+            if self.is_gather(k):
+                out += [f"a{k}gn", f"a{k}gs"]
         out += [f"s{k}" for k in range(len(self.sdtypes))]
         out.append("err")
         return out
@@ -233,7 +235,7 @@ class Generator(ReductionCode):
             e(f"rb{k} = {' + '.join(terms)}")
             self.emit_mask_flags(k, "r", f"mr{k}")
         for k, acc in enumerate(self.reads):
-            if acc[1] == "row":
+            if acc[1] == "row" and not self.is_gather(k):
                 self.emit_read(k, f"rb{k}", "", f"mr{k}")
 
     def emit_mask_flags(self, k: int, side: str, name: str, inner: bool = False) -> None:
@@ -253,13 +255,17 @@ class Generator(ReductionCode):
         if conds or not inner:
             self.e(f"{name} = {' and '.join(conds) if conds else 'True'}")
 
-    def emit_read(self, k: int, base: str, step: str, valid: str) -> None:
-        """``v{k}`` = read ``k`` at position ``base + step`` (zero where a mask says so)."""
+    def emit_read(self, k: int, base: str, step: str, valid: str, picked: str = "") -> None:
+        """``v{k}`` = read ``k`` at position ``base + step`` (zero where a mask says so); for a
+        gather, at index ``picked`` (already in range, else the read is skipped) of its axis."""
         e = self.e
         acc = self.reads[k]
         pos = f"{base}{step}"
         lower = acc[4]
         conds = [valid]
+        if picked:
+            pos += f" + {picked} * a{k}gs"
+            conds.append(f"0 <= {picked} < a{k}gn")
         if lower:
             e(f"p{k} = {pos}")
             for j in range(len(lower) - 1, -1, -1):
@@ -281,7 +287,7 @@ class Generator(ReductionCode):
                 if s == "q" and d == self.kq - 1:
                     e(f"mi{k} = mi{k} and a{k}m{m}lo <= i < a{k}m{m}hi")
             conds = [f"mi{k}"] + conds[1:]
-        masked = acc[5] or any(has for _, has in lower)
+        masked = acc[5] or any(has for _, has in lower) or picked
         load = self.load(k, pos)
         if masked:
             e(f"v{k} = {load} if ({' and '.join(conds)}) else {self.zero(acc[2])}")
@@ -323,12 +329,16 @@ class Generator(ReductionCode):
 
     def stage_reads(self, temps: list[int], extra_refs=()) -> list[int]:
         refs = [r for i in temps for r in self.nodes[i][4]] + list(extra_refs)
+        refs += [("r", self.nodes[i][3]) for i in temps if self.nodes[i][0] == "take"]
         return sorted({r[1] for r in refs if r[0] == "r" and self.reads[r[1]][1] == "full"})
+
+    def is_gather(self, k: int) -> bool:
+        return k < self.nread and self.reads[k][0] == "gather"
 
     def hoisted(self, k: int) -> bool:
         """Read ``k`` is the same for every i of a segment (loaded once, before the i loop: LLVM
         cannot hoist it past the stores, which might alias)."""
-        if k >= self.nread:
+        if k >= self.nread or self.is_gather(k):
             return False
         _, level, _, inner, _, masked = self.reads[k]
         return level == "full" and inner == "z" and not any(
@@ -338,16 +348,34 @@ class Generator(ReductionCode):
         """Per-element code: loads (hoisted when invariant along i), then temps in order."""
         e = self.e
         for k in reads:
-            if not self.hoisted(k):
+            if not self.hoisted(k) and not self.is_gather(k):
                 self.emit_read(k, f"b{k}", self.index(k), f"ms{k}")
         for i in cached_loads:
             e(f"t{i} = k{i}[np.uint64(qi)]")
         for i in temps:
-            e(f"t{i} = {self.expr(i)}")
-            op, dt, _, _, refs = self.nodes[i]
-            if op == "power" and np.dtype(dt).kind == "i":
-                e(f"if {self.ref(refs[1])} < 0:")
-                e("    err[0] = 1")
+            self.emit_temp(i)
+
+    def emit_temp(self, i: int) -> None:
+        """``t{i}``, flagging in ``err`` what NumPy raises for (the launcher raises it)."""
+        e = self.e
+        op, dt, level, extra, refs = self.nodes[i]
+        if op == "take":
+            # err[1]: an index outside [-n, n); the read is skipped, the launcher raises
+            k, g = extra, f"g{i}"
+            e(f"{g} = np.int64({self.ref(refs[0])})")
+            e(f"{g} = {g} + a{k}gn if {g} < 0 else {g}")
+            e(f"if {g} < 0 or {g} >= a{k}gn:")
+            e("    err[1] = 1")
+            if level == "row":
+                self.emit_read(k, f"rb{k}", "", f"mr{k}", g)
+            else:
+                self.emit_read(k, f"b{k}", self.index(k), f"ms{k}", g)
+            e(f"t{i} = v{k}")
+            return
+        e(f"t{i} = {self.expr(i)}")
+        if op == "power" and np.dtype(dt).kind == "i":
+            e(f"if {self.ref(refs[1])} < 0:")
+            e("    err[0] = 1")
 
     def emit_store_stage(self, qa: str, qb: str) -> None:
         e = self.e
@@ -382,7 +410,7 @@ class Generator(ReductionCode):
 
     def emit_row_temps(self, temps: list[int]) -> None:
         for i in temps:
-            self.e(f"t{i} = {self.expr(i)}")
+            self.emit_temp(i)
 
     def emit_row_stores(self) -> None:
         for j, st in enumerate(self.stores):
@@ -453,7 +481,7 @@ class Generator(ReductionCode):
             with e.block("for r in range(NR):"):
                 self.emit_row_prologue("r")
                 for i in self.row_temps_at(-1):
-                    e(f"t{i} = {self.expr(i)}")
+                    self.emit_temp(i)
                     e(f"rv{i}[r] = t{i}")
         for p in range(self.npasses):
             with e.block("for t in prange(NT):"):
@@ -483,7 +511,7 @@ class Generator(ReductionCode):
                     e(f"t{r} = {self.finalize(r)}")
                     e(f"rv{r}[r] = t{r}")
                 for i in self.row_temps_at(p):
-                    e(f"t{i} = {self.expr(i)}")
+                    self.emit_temp(i)
                     e(f"rv{i}[r] = t{i}")
         if any(st[1] == "row" for st in self.stores):
             with e.block("for r in range(NR):"):

@@ -63,6 +63,7 @@ class Access:
     source: tuple = ()  # where ``array`` comes from on a later call (see Layout.bind)
     inner: str = "g"  # innermost q stride class after merging: u, z, g
     masked_dims: tuple = ()  # (side, merged dim) pairs that carry a mask
+    gather: tuple = ()  # kind "gather": (size, stride) of the axis the take's index picks
 
 
 @dataclass
@@ -215,7 +216,7 @@ class Analysis:
         self.inputs = set(kernel.inputs)
         self.computed = {
             n: i for i, n in enumerate(kernel.nodes)
-            if n.kind in (Kind.ELEMENTWISE, Kind.REDUCE) and n not in self.inputs
+            if n.kind in (Kind.ELEMENTWISE, Kind.REDUCE, Kind.GATHER) and n not in self.inputs
         }
         self.row_level = kernel.row_level
         self.refs: dict[tuple[Node, str], tuple] = {}  # (node, level) -> reference
@@ -226,6 +227,7 @@ class Analysis:
         self.scalar_src: list = []  # per scalar: None (fixed) or its source on later calls
         self.scalar_slot: dict = {}
         self.flats: dict[Node, tuple] = {}
+        self.gather_slot: dict[Node, int] = {}  # take node -> its gather access in ``reads``
 
     def level(self, node: Node) -> str:
         return "row" if node in self.row_level else "full"
@@ -253,6 +255,77 @@ class Analysis:
             return self._scalar_ref((base.op, base), value, base.dtype, src)
         return self._read(node, base, chain, level)
 
+    def _over_space(self, top: View) -> View:
+        """A full-level view over S. A take's index (and what computes it) has the shape of a
+        prefix J of S = J + R: it is read at every element of S, broadcast over R."""
+        space = self.kernel.space
+        m = len(top.shape)
+        if top.shape == space:
+            return top
+        if m >= len(space) or space[:m] != top.shape:
+            raise Unsupported(f"a full-level read of shape {top.shape}")
+        extra = len(space) - m
+        mask = None if top.mask is None else (*top.mask, *((0, n) for n in space[m:]))
+        return View(space, (*top.strides, *(0,) * extra), top.offset, mask)
+
+    def gather(self, node: Node, level: str) -> int:
+        """The access that ``take`` node ``node`` reads its source through: the source's view
+        with the index axis replaced by zero strides over J (the generated code adds
+        ``index * stride``), so ``take(x, i)[j, r] = x[i[j], r]``."""
+        if node in self.gather_slot:
+            return self.gather_slot[node]
+        base, chain = movement_chain(node.src[0])
+        if base in self.computed or base.op not in ("buffer", "const", "param") \
+                and base not in self.inputs:
+            raise Unsupported("a take from a value computed in its own kernel")
+        value = None
+        if base.op in ("const", "param"):
+            value = np.asarray(base.arg[0] if base.op == "const" else self.env[base], base.dtype)
+        if base not in self.flats:
+            self.flats[base] = flat_of(_value(base, self.env) if value is None else value)
+        flat, shift, strides = self.flats[base]
+        views = fold(View(tuple(base.shape), strides, 0), chain)
+        views = (View(views[0].shape, views[0].strides, views[0].offset + shift, views[0].mask),
+                 *views[1:])
+        top = views[-1]
+        if top.mask is not None:
+            raise Unsupported("a take from a padded view")
+        j = len(node.shape) - len(top.shape) + 1  # rank of the index
+        picked = View(node.shape, (0,) * j + top.strides[1:], top.offset)
+        if level == "full":
+            picked = self._over_space(picked)
+            row = [picked.strides[d] for d in self.row_axes]
+            q = [picked.strides[d] for d in self.q_axes]
+        else:
+            if picked.shape != self.rows_shape:
+                picked = picked.reshape(self.rows_shape)
+                if picked is None:
+                    raise Unsupported("a row-level take that is not a view of its rows")
+            row, q = list(picked.strides), [0] * len(self.q_axes)
+        if value is None:
+            source = ("in", base)
+        else:
+            source = ("param_arr", base) if base.op == "param" else ()
+        slot = len(self.reads)
+        self.reads.append(Access("gather", level, base.dtype, picked.offset, row, q, views[:-1],
+                                 [None] * len(row), [None] * len(q), flat, source=source,
+                                 gather=(top.shape[0], top.strides[0])))
+        self.gather_slot[node] = slot
+        return slot
+
+    def check_prefix_reads(self) -> None:
+        """A full-level value of shape J != S that reads a row value of this kernel directly:
+        right only when J is the row space (S = J + reduced axes), as in ``y[x.argmax(1)]``."""
+        space, axes = self.kernel.space, tuple(self.kernel.axes)
+        for n in self.computed:
+            if n.kind is Kind.REDUCE or self.level(n) != "full":
+                continue
+            for s in (n.src[1],) if n.kind is Kind.GATHER else n.src:
+                if s in self.computed and self.level(s) == "row" and s.shape != space:
+                    m = len(s.shape)
+                    if space[:m] != s.shape or axes != tuple(range(m, len(space))):
+                        raise Unsupported("a take index computed at row level over other axes")
+
     def _scalar_ref(self, key, value, dtype: np.dtype, source=None) -> tuple:
         if key not in self.scalar_slot:
             self.scalar_slot[key] = len(self.scalars)
@@ -271,8 +344,8 @@ class Analysis:
                  *views[1:])
         top = views[-1]
         if level == "full":
-            if top.shape != self.kernel.space:
-                raise Unsupported(f"a full-level read of shape {top.shape}")
+            top = self._over_space(top)
+            views = (*views[:-1], top)
             row = [top.strides[d] for d in self.row_axes]
             q = [top.strides[d] for d in self.q_axes]
             mask = top.mask
@@ -328,8 +401,11 @@ def analyse(kernel: Kernel, env: dict) -> Layout:
         if n not in a.computed:
             continue
         level = "full" if n.kind is Kind.REDUCE else a.level(n)
-        for s in n.src:
+        if n.kind is Kind.GATHER:
+            a.gather(n, level)
+        for s in _operands(n):
             a.ref(s, level)
+    a.check_prefix_reads()
     stores: list[Access] = []
     outputs: dict[Node, np.ndarray] = {}
     space = kernel.space
@@ -383,9 +459,9 @@ def analyse(kernel: Kernel, env: dict) -> Layout:
         acc.masked_dims = tuple(dims)
     spec = (
         kernel.kind, len(rsz), len(qsz),
-        tuple((n.op, n.dtype.str, a.level(n), _extra(n),
+        tuple((n.op, n.dtype.str, a.level(n), a.gather_slot.get(n, _extra(n)),
                tuple(a.refs[(s, "full" if n.kind is Kind.REDUCE else a.level(n))]
-                     for s in n.src))
+                     for s in _operands(n)))
               for n in kernel.nodes if n in a.computed),
         tuple(a.computed[n] for n in kernel.nodes if n in a.computed),
         tuple(_access_key(acc) for acc in a.reads),
@@ -410,12 +486,18 @@ def analyse(kernel: Kernel, env: dict) -> Layout:
                 args.extend(x for m in v.mask for x in m)
         for _, _, (lo, hi) in acc.masked_dims:
             args.extend((lo, hi))
+        args.extend(acc.gather)
     for value, src in zip(a.scalars, a.scalar_src):
         if src is not None:
             dynamic.append((len(args), src))
         args.append(value)
     empty = n_rows == 0 or (n_q == 0 and kernel.kind != "reduce")
     return Layout(spec, args, outputs, empty, (n_rows, rsz, n_q, qsz), dynamic)
+
+
+def _operands(node: Node) -> tuple[Node, ...]:
+    """The sources a node's code refers to by value (a take reads its first through memory)."""
+    return node.src[1:] if node.kind is Kind.GATHER else node.src
 
 
 def _extra(node: Node):
