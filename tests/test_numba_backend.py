@@ -17,6 +17,8 @@ import warnings
 
 import numpy as np
 import pytest
+import test_indexing
+import test_update
 
 import fuseray as fr
 from fuseray import config, runtime
@@ -568,17 +570,99 @@ def test_threads_share_compiled_loops():
     assert not errors
 
 
-def test_take_and_scatter_run_in_the_interpreter(monkeypatch):
-    """Advanced indexing is not generated yet: right answers, one warning for all such kernels."""
-    monkeypatch.setattr(numba_backend, "_compiled", {})
-    x = data((40, 30), "f", 1)
-    idx = np.array([3, -1, 0, 3, 39])
+# ---------------------------------------------------------------------------------------------
+# advanced indexing: take and scatter are generated (a fallback warning fails these tests)
+# ---------------------------------------------------------------------------------------------
 
-    def build(x):
-        y = x * 2
-        y[idx[:3]] = 7.0
-        return [fr.take(x * 2, idx, axis=0) + 1, y]
+# the interpreter's indexing and update programs, run here on numba: a subset that reaches every
+# new code path (each new loop structure costs a compile; the rest would add a minute)
+INDEXING = [
+    *((test_indexing.test_advanced_reads, i) for i in (1, 10, 11, 12, 13, 14, 15)),
+    *((test_indexing.test_advanced_writes, i) for i in (2, 5, 7, 8)),
+    (test_indexing.test_gather_fuses_with_its_index_computation, None),
+    # heat_3d is left out: 15 s of compiling for nothing the others do not reach
+    *((test_update.test_stencils_match_numpy, name) for name in ("jacobi_1d", "jacobi_2d",
+                                                                  "fdtd_1d")),
+]
 
-    with pytest.warns(RuntimeWarning, match="take and scatter are interpreted") as caught:
-        agree(build, [x])
-    assert sum("take and scatter" in str(w.message) for w in caught) == 1
+
+@pytest.mark.parametrize("case", INDEXING, ids=lambda c: f"{c[0].__name__}[{c[1]}]")
+def test_indexing_and_update_programs(case):
+    test, arg = case
+    test() if arg is None else test(arg)
+
+
+def test_take_reads_every_rank_and_dtype():
+    """x[i] for x of rank 1 to 3, index arrays of rank 1 to 3, negative indices, reversed and
+    transposed sources, four dtypes; the reads of one shape fuse into one loop."""
+    i1, i2 = np.array([3, -1, 0, -7]), np.array([[1, -2], [0, 6]])
+    i225 = np.arange(20).reshape(2, 2, 5) % 14 - 7
+    v, m, c = data((7,), "f", 1), data((7, 5), "f", 2), data((7, 3, 5), "f", 3)
+    h, b, k = data((7, 5), "e", 4), data((7, 5), "?", 5), data((7, 5), "b", 6)
+
+    def build(v, m, c, h, b, k):
+        return [m[i2], v[i225], c[i2, i2 % 3], m[::-1, ::-1][i2], h[i2], b[i2],
+                fr.take(c.T[0], i225), c[:, 1][i1], k[i1]]
+
+    agree(build, [v, m, c, h, b, k])
+
+
+def test_take_fuses_into_elementwise_and_reductions():
+    x, y = data((50, 30), "f", 1), data((30,), "f", 2)
+    idx = fr.asarray(np.array([4, -1, 7, 7, 0, 49]))
+
+    def build(x, y):
+        rows = x[(idx * 3) % 50]  # the index is computed in the kernel too
+        return [fr.exp(rows * 0.1) + y, rows.sum(), rows / rows.sum(1, keepdims=True),
+                rows.max(1), y[x.argmax(1)]]
+
+    agree(build, [x, y], rtol=1e-5)
+    xs = fr.asarray(x)
+    _, plan = runtime.prepare([(xs[idx] * 2 + 1)._node, (xs[idx] * 2).sum()._node])
+    assert sorted(k.kind for k in plan.kernels) == ["elementwise", "reduce"]
+    assert all("take" in k.ops() for k in plan.kernels)
+    assert "take" in fr.explain(xs[idx] * 2 + 1)
+
+
+def test_scatter_writes_last_wins_and_masks():
+    """Repeated positions take the last value, also when the trailing axes split in tasks;
+    boolean masks read and write; put, place and putmask."""
+    v = data((9,), "d", 1)
+    wide = data((6, 9000), "f", 2)  # three chunks of trailing elements: parallel tasks
+    pos = np.array([2, 5, 2, -1, 2, 5])
+
+    def build(v, wide):
+        a, d, e, f, g = (v + 0 for _ in range(5))
+        a[pos] = fr.arange(6.0)
+        b = wide + 0
+        b[pos] = wide[::-1] * 2
+        c = wide.T + 0
+        c[:, pos] = -wide.T[:, :6]
+        d[d > 0] = 0
+        fr.putmask(e, e < 0, v[:4])
+        fr.put(f, np.array([0, 3, 3, -9]), v[4:6])
+        fr.place(g, g > 0, v[:2])
+        return [a, b, c, d, e, f, g, v[v < 0]]
+
+    agree(build, [v, wide])
+
+
+def test_out_of_bounds_index_raises_and_backend_stays_usable():
+    x = data((5, 4), "f", 1)
+
+    def read(i):
+        return (fr.asarray(x)[i * 3] * 2).sum()
+
+    def write(i):
+        a = fr.asarray(x)
+        a[i * 3] = 1.0
+        return a
+
+    for op in (read, write):
+        for i, bad in [(np.array([1, 4]), 12), (np.array([-3, 1]), -9)]:
+            with pytest.raises(IndexError) as caught:
+                op(fr.asarray(i)).compute()  # the index is computed: the kernel checks it
+            assert str(caught.value) == f"index {bad} is out of bounds for axis 0 with size 5"
+    agree(lambda i: [read(i), write(i)], [np.array([1, -1])])
+
+
