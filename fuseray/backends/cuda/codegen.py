@@ -11,10 +11,12 @@ depends only on dtypes, ranks, each access's addressing class (``model.Layout.cl
 depth, the schedule (32/64-bit indexing among it) and the structure of the subgraph. A new array
 size therefore finds the kernel already compiled.
 
-Elementwise kernels are generated here (``reduce``/``row`` kernels in ``codegen_reduce.py``): a
-grid-stride loop; when every access is contiguous or uniform, a 16-byte vector path guarded by a
-run-time alignment test, with the scalar loop finishing the tail; strided, broadcast, reversed and
-transposed reads in place, unravelling the flat index once per element for all of them.
+Elementwise kernels are generated here (``reduce``/``row`` kernels in ``codegen_reduce.py``,
+the take and scatter parts in ``codegen_index.py``): a grid-stride loop; when every access is
+contiguous or uniform, a 16-byte vector path guarded by a run-time alignment test, with the scalar
+loop finishing the tail; strided, broadcast, reversed and transposed reads in place, unravelling
+the flat index once per element for all of them. A kernel with takes has no vector path: it reads
+at computed positions, from the element's coordinates.
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ class Param:
     """One kernel parameter: C declaration, driver packing kind, and where its value comes from.
 
     ``source`` is read by the launcher: ("in", k) / ("out", k) pointers, ("ws",) / ("counters",)
-    split-reduction scratch, ("size", what) kernel-wide integers, ("space", d), ("ints", "a" | "o",
+    split-reduction scratch, ("errors",) the device's bounds record (kernels with takes or
+    scatters), ("winners",) / ("phase",) a scatter's scratch and pass, ("size", what) kernel-wide
+    integers, ("space", d), ("ints", "a" | "o",
     k, i) the i-th layout number of access or output k, ("const", k), ("param", k).
     """
 
@@ -130,9 +134,13 @@ def op_expr(node: Node, args: list[str]) -> str:
     return template.format(*args)
 
 
-def emit_nodes(em: Emitter, m: KernelModel, nodes: list[Node], name_of) -> None:
-    """``const T tK = ...;`` for each node, operands named by ``name_of(src_node)``."""
+def emit_nodes(em: Emitter, m: KernelModel, nodes: list[Node], name_of, take=None) -> None:
+    """``const T tK = ...;`` for each node, operands named by ``name_of(src_node)``; a take is
+    emitted by ``take(em, node)`` (it reads memory: the caller knows the coordinates)."""
     for n in nodes:
+        if n in m.gathers:
+            take(em, n)
+            continue
         args = [name_of(s) for s in n.src]
         em(f"const {c_type(n.dtype)} {m.temp(n)} = {op_expr(n, args)};")
 
@@ -153,6 +161,12 @@ def layout_param_names(
     tag = cls[0]
     if tag in ("c", "u", "row"):
         pass
+    elif tag in ("g", "gv"):  # a take's source: its own rank, not the space's
+        names.extend(f"{prefix}_n{d}" for d in range(cls[1]))
+        names.extend(f"{prefix}_s{d}" for d in range(cls[1]))
+        if tag == "gv":
+            names.append(f"{prefix}_off")
+            stack(cls[2])
     elif tag == "s":
         names.extend(f"{prefix}_s{d}" for d in range(nd))
     elif tag == "v":
@@ -196,7 +210,12 @@ def mask_cond(prefix: str, pos: int, coords: list[str]) -> str:
 def access_value(a, offset: str, ok: str | None) -> str:
     """The value of access ``a`` at ``offset``; zero where the mask test ``ok`` fails."""
     src = a.scalar if a.scalar is not None else f"{a.name}_p[{offset}]"
-    return src if ok is None else f"({ok} ? {src} : {c_type(a.dtype)}{{}})"
+    return src if ok is None else f"({ok} ? {src} : {zero(a.dtype)})"
+
+
+def zero(dtype) -> str:
+    """The zero of ``dtype`` in C (``T{}`` is no expression for two-word types: long long)."""
+    return f"fr_zero<{c_type(dtype)}>()"
 
 
 def _part_names(prefix: str, part: str, cls: str, n: int) -> list[str]:
@@ -329,12 +348,17 @@ ${scalar}
 def generate_flat(
     m: KernelModel, schedule: Schedule, layouts: list[Layout], store_layouts: list[Layout]
 ) -> Generated:
+    if m.scatter is not None:
+        from .codegen_index import generate_scatter  # codegen_index builds on this module
+
+        return generate_scatter(m, schedule, layouts)
     nd = len(m.space)
     ik = idx_kind(schedule)
     params: list[Param] = []
     params += pointer_params(m)
     params.append(Param("const fr_idx n", ik, ("size", "n")))
-    strided = any(lay.cls[0] in ("s", "v") for lay in (*layouts, *store_layouts))
+    # takes address their sources from the element's coordinates
+    strided = bool(m.gathers) or any(lay.cls[0] in ("s", "v") for lay in (*layouts, *store_layouts))
     if strided:
         params += [Param(f"const fr_idx s{d}", ik, ("space", d)) for d in range(nd)]
     for prefix, tag, items in (("a", "a", layouts), ("o", "o", store_layouts)):
@@ -345,13 +369,16 @@ def generate_flat(
             ]
     params += scalar_params(m)
 
-    # fr_point: operands by value, outputs by reference
-    point_params = [f"const {c_type(a.dtype)} {a.name}" for a in m.accesses]
+    # fr_point: operands by value, outputs by reference; takes' sources by pointer and layout
+    loaded = [a for a in m.accesses if a.level != "gather"]
+    point_params = [f"const {c_type(a.dtype)} {a.name}" for a in loaded]
     point_params += [p.decl for p in scalar_params(m)]
     point_params += [f"{c_type(o.dtype)}& {o.name}" for o in m.outputs]
+    gather_decls = gather_point_params(m, params)
+    point_params += gather_decls
     body = Emitter()
     body.depth = 1
-    emit_nodes(body, m, m.computed, lambda s: m.refs[s].name)
+    emit_nodes(body, m, m.computed, lambda s: m.refs[s].name, flat_take(m, layouts))
     for o in m.outputs:
         body(f"{o.name} = {m.refs[o.store.value].name};")
     scalars = [f"c{i}" for i in range(len(m.consts))] + [f"p{i}" for i in range(len(m.params))]
@@ -411,13 +438,14 @@ def generate_flat(
     if strided:
         emit_unravel(scalar, "i", [f"s{d}" for d in range(nd)], coords)
     for a, lay in zip(m.accesses, layouts):
-        if lay.cls[0] == "u":
+        if lay.cls[0] == "u" or a.level == "gather":
             continue
         off, ok = flat_offset(scalar, a.name, lay, coords)
         scalar(f"const {c_type(a.dtype)} {a.name} = {access_value(a, off, ok)};")
     for o in m.outputs:
         scalar(f"{c_type(o.dtype)} {o.name};")
-    call = [a.name for a in m.accesses] + scalars + [o.name for o in m.outputs]
+    call = [a.name for a in loaded] + scalars + [o.name for o in m.outputs]
+    call += [decl.split()[-1] for decl in gather_decls]
     scalar(f"fr_point({', '.join(call)});")
     for o, lay in zip(m.outputs, store_layouts):
         scalar(f"{o.name}_p[{flat_offset(scalar, o.name, lay, coords)[0]}] = {o.name};")
@@ -436,12 +464,15 @@ def generate_flat(
     return Generated(m.kernel.name, source, tuple(params), schedule)
 
 
-def flat_offset(em: Emitter, prefix: str, lay: Layout, coords: list[str]) -> tuple[str, str | None]:
-    """(element offset, mask test or None) of flat index ``i`` for an access or store."""
+def flat_offset(
+    em: Emitter, prefix: str, lay: Layout, coords: list[str], flat: str = "i"
+) -> tuple[str, str | None]:
+    """(element offset, mask test or None) of flat index ``flat`` (whose coordinates are
+    ``coords``) for an access or store."""
     tag = lay.cls[0]
     nd = len(coords)
     if tag == "c":
-        return "i", None
+        return flat, None
     if tag == "u":
         return "0", None
     position = dot(coords, [f"{prefix}_s{d}" for d in range(nd)])
@@ -461,4 +492,40 @@ def pointer_params(m: KernelModel) -> list[Param]:
         Param(f"{c_type(o.dtype)}* __restrict__ {o.name}_p", "ptr", ("out", o.index))
         for o in m.outputs
     ]
+    if m.bounds:
+        params.append(Param("fr_bounds* fr_err", "ptr", ("errors",)))
     return params
+
+
+def gather_point_params(m: KernelModel, params: list[Param]) -> list[str]:
+    """What ``fr_point`` needs to read takes' sources: their pointers and layout numbers (the
+    kernel's own parameters, under the same names), the coordinates and the bounds record."""
+    if not m.gathers:
+        return []
+    sources = {g.access.index for g in m.gathers.values()}
+
+    def wanted(source: tuple) -> bool:
+        if source[0] == "in":
+            return source[1] in sources
+        return source[0] == "ints" and source[1] == "a" and source[2] in sources
+
+    decls = [p.decl for p in params if wanted(p.source)]
+    decls += [f"const fr_idx x{d}" for d in range(len(m.space))]
+    return [*decls, "fr_bounds* fr_err"]
+
+
+def flat_take(m: KernelModel, layouts: list[Layout]):
+    """The take emitter of an elementwise kernel: a take has the space's shape, so its trailing
+    coordinates are the element's last ones."""
+    if not m.gathers:
+        return None
+    from .codegen_index import emit_take  # codegen_index builds on this module
+
+    nd = len(m.space)
+
+    def take(em: Emitter, node: Node) -> None:
+        a = m.gathers[node].access
+        rank = a.head.ndim
+        emit_take(em, m, node, layouts[a.index], [f"x{d}" for d in range(nd - rank + 1, nd)])
+
+    return take

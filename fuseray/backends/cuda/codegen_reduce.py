@@ -47,7 +47,9 @@ from .codegen import (
     layout_param_names,
     pointer_params,
     scalar_params,
+    zero,
 )
+from .codegen_index import row_take
 from .model import Access, KernelModel, Layout, Output, full_cone
 
 _OPS = {
@@ -171,6 +173,9 @@ class _Gen:
         self.plan = cache_plan(m) if self.cached else None
         self.cached_set = set(self.plan.cached) if self.plan else set()
         self.pass_index = 0
+        # full-level takes read their sources at the element's coordinates
+        self.gather_full = any(m.level[t] == "full" for t in m.gathers)
+        self.take = row_take(m, self.layout, self.top_coords())
 
     # -- addressing ----------------------------------------------------------------------------
     def red_coords(self) -> list[str]:
@@ -180,7 +185,9 @@ class _Gen:
         return [f"k{i}" for i in range(len(self.kept))]
 
     def needs_red_coords(self, layouts: list[Layout]) -> bool:
-        return any(lay.cls[0] in ("x", "v") and lay.cls[2] == "s" for lay in layouts)
+        return self.gather_full or any(
+            lay.cls[0] in ("x", "v") and lay.cls[2] == "s" for lay in layouts
+        )
 
     def row_part(self, prefix: str, lay: Layout) -> str:
         if lay.cls[1] == "l":
@@ -241,7 +248,7 @@ class _Gen:
             else:
                 off, ok = self.full_offset(em, a.name, self.layout[a.index], j)
                 em(f"const {c_type(a.dtype)} {a.name} = {access_value(a, off, ok)};")
-        emit_nodes(em, self.m, nodes, lambda s: self.m.refs[s].name)
+        emit_nodes(em, self.m, nodes, lambda s: self.m.refs[s].name, self.take)
         sink(em, j)
 
     def emit_pass(self, em: Emitter, roots: list[Node], sink, sink_layouts: list[Layout]) -> None:
@@ -283,7 +290,7 @@ class _Gen:
             em(f"const {c_type(a.dtype)} {a.name} = {access_value(a, off, ok)};")
             if a.head in self.cached_set:
                 em(f"{a.name}_c[k] = {a.name};")
-        emit_nodes(em, m, nodes, lambda s: m.refs[s].name)
+        emit_nodes(em, m, nodes, lambda s: m.refs[s].name, self.take)
         for n in nodes:
             if n in self.cached_set:
                 em(f"{m.temp(n)}_c[k] = {m.temp(n)};")
@@ -397,7 +404,7 @@ class _Gen:
         m = self.m
         lays = [self.layout[a.index] for a in self.full_accesses]
         lays += [self.store_layout[o.index] for o in m.full_stores]
-        if any(lay.cls[1] == "s" for lay in lays):
+        if self.gather_full or any(lay.cls[1] == "s" for lay in lays):
             emit_unravel(em, "(fr_active ? r : 0)", [f"s{d}" for d in self.kept], self.row_coords())
         for a in self.full_accesses:
             em(f"const fr_idx {a.name}_r = {self.row_part(a.name, self.layout[a.index])};")
@@ -406,7 +413,7 @@ class _Gen:
         for a in self.row_accesses:
             off, ok = self.row_offset(em, a.name, self.layout[a.index])
             t = c_type(a.dtype)
-            em(f"const {t} {a.name} = fr_active ? {access_value(a, off, ok)} : {t}{{}};")
+            em(f"const {t} {a.name} = fr_active ? {access_value(a, off, ok)} : {zero(a.dtype)};")
         self.row_nodes(em, 0)
         if self.cached:
             for n in self.plan.cached:
@@ -419,7 +426,7 @@ class _Gen:
             for n in m.computed
             if m.level[n] == "row" and n not in self.acc and m.row_stage.get(n, 0) == stage
         ]
-        emit_nodes(em, m, nodes, lambda s: m.refs[s].name)
+        emit_nodes(em, m, nodes, lambda s: m.refs[s].name, self.take)
 
     def combine_sink(self, reds: list[Node]):
         def sink(em: Emitter, j: str) -> None:

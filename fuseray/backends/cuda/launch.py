@@ -33,7 +33,7 @@ from ... import dtypes
 from ...fusion import Kernel, Plan
 from ...schedule import MAX_COUNTERS, Launch, elementwise_launch, reduce_launch
 from ...views import c_strides
-from . import driver, memory, streams
+from . import driver, launch_index, memory, streams
 from .cache import default_cache
 from .codegen import Generated
 from .memory import DeviceArray, DeviceMemory
@@ -184,6 +184,13 @@ class Binding:
                 args.append(out.ptr + region.offset * dtype.itemsize)
         if st.skip:
             return
+        if self.model.bounds:  # takes or a scatter: they report bad indices to the device
+            args.append(launch_index.bounds_record(device_id, stream))
+            if self.model.scatter is not None:
+                tail = [*st.middle, *(env[p] for p in self.params)]
+                positions = self.model.space[0]
+                launch_index.run_scatter(st.program, st.launch, args, tail, positions, stream)
+                return
         workspace = None
         if self.model.is_reduce and st.program.generated.splittable:
             if st.splits > 1:
@@ -235,8 +242,11 @@ class Binding:
             if launch.splits > 1:
                 ws = sum(-(-launch.splits * rows * b // 16) * 16 for b in gen.ws_acc_bytes)
         else:
-            launch = elementwise_launch(gen.schedule, n, props.multiprocessor_count, threads_per_sm)
-            sizes = {"n": n}
+            work = m.launch_elements(n)  # a scatter's passes may cover more than its space
+            launch = elementwise_launch(
+                gen.schedule, work, props.multiprocessor_count, threads_per_sm
+            )
+            sizes = {"n": n, **m.sizes}
             skip = n == 0
             ws = 0
         store_ints = [lay.ints for lay in self.store_layouts]
@@ -403,10 +413,14 @@ def cast_on_device(arr: DeviceArray, dtype: np.dtype) -> DeviceArray:
 
 
 def to_numpy(value) -> np.ndarray:
-    """A NumPy copy of a device array (``cupy.asnumpy``)."""
+    """A NumPy copy of a device array (``cupy.asnumpy``); a synchronisation point, so it raises
+    the IndexError a kernel recorded."""
     if isinstance(value, np.ndarray):
         return np.array(value, copy=True)
-    return memory.to_host(value)
+    out = memory.to_host(value)
+    stream = value.stream or streams.get_current_stream(value.device_id)
+    launch_index.check_bounds(value.device_id, stream)
+    return out
 
 
 def foreign_to_numpy(obj) -> np.ndarray:

@@ -12,7 +12,12 @@ structural reading of a ``fusion.Kernel`` (computed once per kernel object):
   are t0, t1, ... in that order);
 - *outputs*: the stores, each at the level of its value;
 - for reduce/row kernels, *stages*: reductions grouped so that a reduction reading another's row
-  value (``x - mean``) runs in a later pass over the row.
+  value (``x - mean``) runs in a later pass over the row;
+- *gathers*: each ``take`` is computed like an elementwise node, from its *index* (evaluated at the
+  take's own point, see ``model_index.py``) and a *gather access* of its source, a read of memory
+  at the position the index names (``gather_layout``); a ``scatter`` kernel has no computed nodes,
+  only the accesses of its three operands (``scatter``). Kernels with either take a pointer to the
+  device's bounds record (``bounds``), where an out-of-range index is reported.
 
 ``Layout`` is the per-call part: given an access's actual array (its strides, its offset), which
 *class* of addressing it needs (contiguous, uniform, linear, strided, or a stack of views) and the
@@ -31,6 +36,7 @@ from ...fusion import Kernel, Store
 from ...graph import Node
 from ...ops import Kind
 from ...views import View, buffer_view, c_strides, fold, movement_chain
+from .model_index import GatherError, gather_order
 
 
 class CodegenError(NotImplementedError):
@@ -41,16 +47,19 @@ class CodegenError(NotImplementedError):
 class Access:
     """A read of memory: ``head`` (what consumers name) over ``base`` (what holds the data).
 
+    ``level`` "full" and "row": read at the consumer's point; "gather": the source of a take,
+    read at the position the take's index names (its views' top has the source's shape).
+
     ``scalar`` names the kernel argument of a constant or jit parameter read through a padded
-    (masked) view: such an access touches no memory, it is the scalar inside the mask and zero
-    outside it.
+    (masked) view (or gathered from): such an access touches no memory, it is the scalar inside
+    the mask and zero outside it.
     """
 
     index: int
     head: Node
     base: Node
     chain: tuple[Node, ...]
-    level: str  # "full" | "row"
+    level: str  # "full" | "row" | "gather"
     scalar: str | None = None
 
     @property
@@ -92,6 +101,15 @@ class Ref:
     node: Node
 
 
+@dataclass(frozen=True)
+class Gather:
+    """A take's two halves: the access of its source, and the node whose value at the take's
+    point is the index (the take's own index, broadcast over its trailing axes)."""
+
+    access: Access
+    index: Node
+
+
 @dataclass(eq=False)
 class KernelModel:
     kernel: Kernel
@@ -104,6 +122,8 @@ class KernelModel:
     level: dict[Node, str] = field(default_factory=dict)  # computed node -> "full" | "row"
     stage: dict[Node, int] = field(default_factory=dict)  # reduction -> pass it is computed in
     row_stage: dict[Node, int] = field(default_factory=dict)  # row node -> passes it waits for
+    gathers: dict[Node, Gather] = field(default_factory=dict)  # take -> source and index
+    scatter: Node | None = None  # the scatter node of a scatter kernel
 
     @property
     def is_reduce(self) -> bool:
@@ -142,12 +162,40 @@ class KernelModel:
     def temp(self, node: Node) -> str:
         return self.refs[node].name
 
+    def deps(self, node: Node) -> tuple[Node, ...]:
+        """The operands computed node ``node`` is evaluated from (a take: its index only)."""
+        g = self.gathers.get(node)
+        return (g.index,) if g is not None else node.src
+
+    @property
+    def bounds(self) -> bool:
+        """Whether the kernel reads or writes at computed positions, so takes the bounds record."""
+        return bool(self.gathers) or self.scatter is not None
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Kernel-wide sizes beyond the space's (a scatter: how many values, and the elements
+        each writes)."""
+        if self.scatter is None:
+            return {}
+        count = self.scatter.src[1].shape[0]
+        return {"count": count, "R": math.prod(self.space[1:])}
+
+    def launch_elements(self, n: int) -> int:
+        """Elements a launch's grid should cover: the space's ``n``, or a scatter's larger pass."""
+        if self.scatter is None:
+            return n
+        sizes = self.sizes
+        return max(n, sizes["count"], sizes["count"] * sizes["R"])
+
     def describe(self) -> list[str]:
         """The fused subgraph, one line per computed node, for the comment atop the source."""
         lines = []
         for n in self.computed:
             args = []
-            for s in n.src:
+            if n in self.gathers:
+                args.append(self.gathers[n].access.name)
+            for s in self.deps(n):
                 r = self.refs.get(s)
                 args.append(r.name if r is not None else "?")
             extra = f" {n.arg}" if n.arg is not None and n.kind is not Kind.ELEMENTWISE else ""
@@ -163,6 +211,10 @@ class KernelModel:
             if a.scalar is not None:
                 what = f"{a.base.op} {a.scalar}"
             lines.append(f"{a.name}: {what} {a.base.dtype.name}{ops} ({a.level})")
+        if self.scatter is not None:
+            args = ", ".join(self.refs[s].name for s in self.scatter.src)
+            lines.append(f"o0 <- scatter({args})  {self.scatter.dtype.name}")
+            return lines
         for o in self.outputs:
             where = " region" if o.store.region is not None else ""
             value = self.refs[o.store.value].name
@@ -173,6 +225,8 @@ class KernelModel:
 def build_model(kernel: Kernel) -> KernelModel:
     """Read ``kernel`` structurally; raise ``CodegenError`` for a shape this backend cannot run."""
     m = KernelModel(kernel)
+    if kernel.kind == "scatter":
+        return _scatter_model(m)
     if kernel.kind not in ("elementwise", "reduce", "row"):
         raise CodegenError(
             f"{kernel.name}: the CUDA code generator has no {kernel.kind!r} kernels yet"
@@ -183,7 +237,7 @@ def build_model(kernel: Kernel) -> KernelModel:
     for n in kernel.nodes:
         if n in inputs:
             continue
-        if n.kind is Kind.ELEMENTWISE or n in reductions:
+        if n.kind in (Kind.ELEMENTWISE, Kind.GATHER) or n in reductions:
             m.computed.append(n)
             m.level[n] = "row" if reduce and n in kernel.row_level else "full"
         elif n.kind is Kind.REDUCE:
@@ -196,8 +250,11 @@ def build_model(kernel: Kernel) -> KernelModel:
                 f"{kernel.name}: the CUDA code generator cannot compute {n.op!r}"
                 f" ({n.kind.value}) nodes yet"
             )
+    index_of = _place_gathers(m) if any(n.kind is Kind.GATHER for n in m.computed) else {}
     for i, n in enumerate(m.computed):
         m.refs[n] = Ref("temp", f"t{i}", n)
+    for t, index in index_of.items():
+        m.gathers[t] = Gather(_gather_access(m, t, inputs), index)
 
     def resolve(s: Node, level: str) -> Ref:
         r = m.refs.get(s)
@@ -215,7 +272,7 @@ def build_model(kernel: Kernel) -> KernelModel:
 
     for n in m.computed:
         consumer = "full" if n in reductions else m.level[n]
-        for s in n.src:
+        for s in m.deps(n):
             resolve(s, consumer)
     for i, st in enumerate(kernel.stores):
         value = st.value
@@ -228,6 +285,54 @@ def build_model(kernel: Kernel) -> KernelModel:
         m.outputs.append(Output(i, st, level))
     if reduce:
         _assign_stages(m, reductions)
+    return m
+
+
+def _place_gathers(m: KernelModel) -> dict[Node, Node]:
+    """Re-order ``m.computed`` for a kernel with takes (see ``model_index.py``): every take gets
+    its index at its own shape, and what no store or reduction reaches is dropped."""
+    try:
+        order, index_of = gather_order(m.kernel, set(m.computed), m.level)
+    except GatherError as e:
+        raise CodegenError(str(e)) from None
+    m.computed = order
+    m.level = {n: m.level[n] for n in order}
+    return {t: index_of[t] for t in order if t.kind is Kind.GATHER}
+
+
+def _gather_access(m: KernelModel, take: Node, inputs: set[Node]) -> Access:
+    """The read of ``take``'s source at computed positions: memory, or a uniform scalar."""
+    src = take.src[0]
+    base, chain = movement_chain(src)
+    scalar = None
+    if base.op in ("const", "param"):
+        r = m.refs.get(base)
+        if r is None:
+            r = m.refs[base] = _new_ref(m, base, inputs, "full")
+        scalar = r.name
+    elif base.op != "buffer" and base not in inputs:
+        raise CodegenError(
+            f"{m.kernel.name}: {take!r} gathers from {base!r}, a value computed in this kernel;"
+            " only memory holds it at other positions (the planner should have stored it)"
+        )
+    a = Access(len(m.accesses), src, base, tuple(chain), "gather", scalar)
+    m.accesses.append(a)
+    return a
+
+
+def _scatter_model(m: KernelModel) -> KernelModel:
+    """A scatter kernel: its operands (old array, 1-D index, values) are all read from memory
+    (or are uniform scalars); its one output is the updated copy."""
+    k = m.kernel
+    n = next((x for x in k.nodes if x.kind is Kind.SCATTER), None)
+    if n is None or len(k.stores) != 1 or n.src[1].ndim != 1:
+        raise CodegenError(f"{k.name}: a scatter kernel needs one scatter node with a 1-D index")
+    m.scatter = n
+    inputs = set(k.inputs)
+    for s in n.src:
+        if s not in m.refs:
+            m.refs[s] = _new_ref(m, s, inputs, "full")
+    m.outputs.append(Output(0, k.stores[0], "full"))
     return m
 
 
@@ -293,7 +398,7 @@ def _assign_stages(m: KernelModel, reductions: set[Node]) -> None:
             )
             m.row_stage[n] = m.stage[n] + 1
         elif m.level[n] == "row":
-            m.row_stage[n] = max((_row_stage_of(m, s) for s in n.src), default=0)
+            m.row_stage[n] = max((_row_stage_of(m, s) for s in m.deps(n)), default=0)
 
 
 def _row_stage_of(m: KernelModel, s: Node) -> int:
@@ -318,7 +423,7 @@ def _row_reads(m: KernelModel, root: Node, reductions: set[Node]) -> set[Node]:
         if m.level.get(node) == "row":
             out.add(node)
             continue
-        todo.extend(node.src)
+        todo.extend(m.deps(node))
     return out
 
 
@@ -348,7 +453,7 @@ def full_cone(
                 reused.add(r.node)
                 continue
             nodes.add(r.node)
-            todo.extend(r.node.src)
+            todo.extend(m.deps(r.node))
     order = [n for n in m.computed if n in nodes]
     reused_order = [a.head for a in m.accesses if a.head in reused]
     reused_order += [n for n in m.computed if n in reused]
@@ -517,7 +622,32 @@ def access_views(access: Access, value) -> tuple[View, ...]:
     return fold(base, list(access.chain))
 
 
+def gather_layout(views: tuple[View, ...]) -> Layout:
+    """Addressing of a take's source at coordinates (wrapped index, trailing coordinates...):
+    ("g", rank) the top view's shape (its first extent bounds the index, the others unravel a
+    row-level take's row) and strides; ("gv", rank, ranks) adds its offset and the views below
+    it, as ``flat_layout``'s stacks."""
+    top = views[-1]
+    rank = len(top.shape)
+    extent = max(_span(v) for v in views)
+    masks, mask_ints = _masks(views)
+    if len(views) == 1:
+        return Layout(
+            ("g", rank), (*top.shape, *top.strides, *mask_ints), top.offset, extent, masks
+        )
+    ranks, ints = _stack_ints(views)
+    return Layout(
+        ("gv", rank, ranks),
+        (*top.shape, *top.strides, top.offset, *ints, *mask_ints),
+        views[0].offset,
+        extent,
+        masks,
+    )
+
+
 def layout_for(m: KernelModel, access: Access, views: tuple[View, ...]) -> Layout:
+    if access.level == "gather":
+        return gather_layout(views)
     if not m.is_reduce:
         return flat_layout(views)
     if access.level == "row":
@@ -528,6 +658,11 @@ def layout_for(m: KernelModel, access: Access, views: tuple[View, ...]) -> Layou
 def store_layout(m: KernelModel, out: Output) -> Layout:
     """Stores write C-contiguous targets (or a region of one, for concatenate pieces)."""
     region = out.store.region
+    if m.scatter is not None:
+        # a scatter's write pass runs over all its values, which may outnumber the elements
+        lay = flat_layout((View.contiguous(m.space),))
+        extent = max(lay.extent, m.launch_elements(math.prod(m.space)))
+        return Layout(lay.cls, lay.ints, lay.offset, extent)
     if not m.is_reduce:
         view = region if region is not None else View.contiguous(m.space)
         return flat_layout((view,))

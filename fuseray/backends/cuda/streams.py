@@ -38,6 +38,7 @@ __all__ = [
     "get_current_device",
     "get_current_stream",
     "on_collect",
+    "on_synchronize",
     "stream_wait",
 ]
 
@@ -53,6 +54,18 @@ _collect_hooks: list[Callable[[BaseStream], None]] = []
 def on_collect(hook: Callable[[BaseStream], None]) -> None:
     """Run ``hook(stream)`` whenever a stream object is about to be garbage collected."""
     _collect_hooks.append(hook)
+
+
+# Called as hook(device_id, stream) after a stream's synchronize, hook(device_id, None) after a
+# device's: launch_index.py raises the IndexError a kernel recorded there (errors that kernels
+# report through device memory surface at synchronisation points, as CUDA's own do).
+_sync_hooks: list[Callable[[int, BaseStream | None], None]] = []
+
+
+def on_synchronize(hook: Callable[[int, BaseStream | None], None]) -> None:
+    """Run ``hook(device_id, stream)`` after every ``Stream.synchronize`` (``stream`` None after
+    a ``Device.synchronize``)."""
+    _sync_hooks.append(hook)
 
 
 def _context_stack() -> list:
@@ -123,6 +136,8 @@ class Device:
         """Wait for all work on this device (``cudaDeviceSynchronize``)."""
         with ContextScope(self.id):
             check(cu.cuCtxSynchronize(), "cuCtxSynchronize")
+        for hook in _sync_hooks:
+            hook(self.id, None)
 
     @property
     def props(self) -> driver.DeviceProps:
@@ -201,6 +216,8 @@ class BaseStream:
         """Block until all work queued on this stream has finished."""
         with ContextScope(self.device_id):
             check(cu.cuStreamSynchronize(self.handle), "cuStreamSynchronize")
+        for hook in _sync_hooks:
+            hook(self.device_id, self)
 
     def __cuda_stream__(self) -> tuple[int, int]:
         """CUDA stream protocol (version 0, handle as int)."""
