@@ -371,6 +371,131 @@ def test_unsupported_kernels_raise_codegen_error():
 
 
 # ---------------------------------------------------------------------------------------------
+# gathers (take) and scatters
+# ---------------------------------------------------------------------------------------------
+
+
+def _index(values):
+    return fr.asarray(np.asarray(values, dtype=np.int64))
+
+
+def _gathers():
+    x = _array("float32", (6, 8))
+    x3 = _array("float64", (4, 5, 3))
+    i, j = _index([3, -1, 0, 5]), _index([[1, 2], [0, -6]])
+    return [
+        x[i],
+        x[j],  # a 2-D index
+        x3[i % 4],
+        x[:, j],  # an axis other than the first: a permuted source
+        x[i, _index([1, 2, 3, -4])],  # index pairs: one linear index over merged axes
+        fr.sin(x[(i * 7) % 6]) * 2 + x[i % 6],  # fused with its index and its consumers
+        x.T[i],
+        x[::-1, 1:][i],  # reversed, offset
+        x.T.reshape(-1)[i],  # a source that is a stack of two views
+        x[_index([1, 2])[_index([0, 1, 1])]],  # a take in a take's index: broadcast
+        x3[i % 4, :, 1],
+        fr.take(x, i, axis=1),
+        _array("float16", (6,))[i],
+        _array("bool", (6, 8))[j],
+        _array("int8", (6, 8))[_index(2)],  # a 0-d index
+        fr.full((6, 3), 2.5)[i],  # a uniform source: nothing to read, bounds still checked
+    ]
+
+
+def _gathers_in_reductions():
+    x = _array("float32", (6, 8))
+    i = _index([3, -1, 0, 5])
+    xi = x[i]
+    return [
+        xi.sum(axis=1),  # the index is one value per row
+        x[(i * 3) % 6].sum(axis=0),  # outer schedule: the index varies along the reduced axis
+        xi.max(),
+        fr.exp(xi - xi.max(axis=1, keepdims=True)),  # a row kernel: the take in every pass
+        xi.std(axis=1),
+        xi.argmax(axis=1),
+        _array("float32", (8,))[(x.sum(axis=1) > 2).astype(np.int64)],  # a row-level take
+    ]
+
+
+def _scatters(dtype):
+    a = _array(dtype, (6, 4))
+    a[_index([1, 1, -2])] = _array(dtype, (3, 4))  # rows, a repeated position
+    b = _array(dtype, (7,))
+    b[_index([0, 6, 0])] = 1  # a scalar
+    c = _array(dtype, (5, 3))
+    c[::-1][_index([0, 2])] = _array(dtype, (3, 2)).T  # a reversed target, transposed values
+    d = _array(dtype, (5, 3))
+    d[:, _index([0, 2])] = _array(dtype, (5, 2))
+    e = _array(dtype, (4, 5))
+    e[_index([0, 3]), _index([4, -1])] = _array(dtype, (2,))  # index pairs
+    return [a, b, c, d, e]
+
+
+@needs_nvrtc
+def test_gathers_compile():
+    plan = plan_of(*_gathers())
+    sources = compile_all(plan)
+    takes = sum(len(build_model(k).gathers) for k in plan.kernels)
+    assert takes >= len(_gathers())  # the take of a take's index is a take too
+    assert sum(src.count("fr_index_ok(") for _, src in sources) == takes
+
+
+@needs_nvrtc
+def test_gathers_inside_reductions_compile():
+    sources = compile_all(plan_of(*_gathers_in_reductions()))
+    assert any(name.startswith("fr_row_") and "fr_index_ok(" in src for name, src in sources)
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("dtype", SCALAR_DTYPES)
+def test_scatters_compile(dtype):
+    plan = plan_of(*_scatters(dtype))
+    sources = compile_all(plan)
+    scatters = [src for name, src in sources if name.startswith("fr_scatter_")]
+    assert len(scatters) == 5
+    assert all("atomicMax(&fr_win_p[" in src for src in scatters)
+
+
+@needs_nvrtc
+def test_gathers_and_scatters_compile_with_64_bit_indexing():
+    outs = [*_gathers()[:6], *_gathers_in_reductions()[:3], *_scatters("float32")[:2]]
+    for _name, source in compile_all(plan_of(*outs), index_bits=64):
+        assert "typedef long long fr_idx;" in source
+
+
+def test_gather_and_scatter_sources_do_not_depend_on_sizes():
+    def sources(n: int):
+        x = _array("float32", (n, 5))
+        i = _index(np.arange(n) % 3 - 1)
+        y = _array("float32", (n, 5))
+        y[i] = x[:n] * 2
+        outs = [x[i], x[(i * 2) % n].sum(axis=1), x[i].sum(axis=0), y]
+        return [generate(k) for k in plan_of(*outs).kernels]
+
+    assert sources(7) == sources(1031)
+
+
+def test_only_indexing_kernels_take_the_bounds_record():
+    x = _array("float32", (6, 8))
+    i = _index([3, -1])
+    plain = plan_of(x * 2, x.sum(axis=1))
+    indexed = plan_of(x[i] * 2, x[i].sum(axis=1))
+    assert not any("fr_err" in generate(k)[1] for k in plain.kernels)
+    assert all("fr_bounds* fr_err" in generate(k)[1] for k in indexed.kernels)
+
+
+def test_take_index_is_evaluated_at_the_takes_shape():
+    x = _array("float32", (6, 8))
+    i = _index([3, -1, 0, 5])
+    m = build_model(plan_of(x[(i * 7) % 6]).kernels[0])
+    (take,) = m.gathers
+    index = m.gathers[take].index
+    assert index.shape == take.shape == (4, 8)  # (i * 7) % 6 rebuilt over the trailing axis
+    assert [n.shape for n in m.computed] == [(4, 8)] * 3
+
+
+# ---------------------------------------------------------------------------------------------
 # schedules
 # ---------------------------------------------------------------------------------------------
 
