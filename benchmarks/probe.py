@@ -304,8 +304,11 @@ def probe_chain20() -> None:
         report(f"chain20 generated, {label}", timed(run), 8 * N)
     out = fr.empty(N, np.float32).compute()
     want = np.asarray(chain(np.asarray(host[:1000], np.float64)))
-    for name, count in (("chain_v1", N), ("chain_v4", N // 4)):
-        func = load(CHAIN_HAND, name)
+    for name, count in (("chain_v1", N), ("chain_v4", N // 4), ("chain_v4 fast", N // 4)):
+        dev = driver.current_device()
+        opts = ("-minimal", "--use_fast_math") if "fast" in name else ("-minimal",)
+        func = driver.load_function(dev, nvrtc.compile_cubin(
+            CHAIN_HAND, "chain", driver.device_props(dev).arch, opts), name.split()[0])
         for grid in (-(-count // 256), 132 * 8 * 4):
             t = timed(launcher(func, grid, 256, [ptr(x), ptr(out), count], ["ptr", "ptr", "int32"]))
             err = float(np.abs(fr.asnumpy(out)[:1000] - want).max())
@@ -395,8 +398,130 @@ def probe_compile() -> None:
     print(f"new kernel: plan+generate {(t1 - t0) * 1e3:.1f} ms, load {(t5 - t4) * 1e3:.1f} ms")
 
 
-SECTIONS = {"overhead": probe_overhead, "compile": probe_compile, "triad": probe_triad,
-            "softmax": probe_softmax, "chain20": probe_chain20}
+HAND_SUMSQ = r"""
+// grid-stride float4 loads, UNROLL in flight, a block tree, one partial per block (the finish
+// over gridDim.x partials is left out: it is the same in every variant)
+extern "C" __global__ void __launch_bounds__(256) hand_sumsq(
+    const float4* __restrict__ x, float* __restrict__ partial, int n4) {
+  __shared__ float sm[8];
+  float acc[UNROLL] = {};
+  const int step = gridDim.x * blockDim.x;
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  for (; i + (UNROLL - 1) * step < n4; i += UNROLL * step) {
+    float4 v[UNROLL];
+    #pragma unroll
+    for (int u = 0; u < UNROLL; ++u) v[u] = x[i + u * step];
+    #pragma unroll
+    for (int u = 0; u < UNROLL; ++u)
+      acc[u] += v[u].x * v[u].x + v[u].y * v[u].y + v[u].z * v[u].z + v[u].w * v[u].w;
+  }
+  for (; i < n4; i += step) {
+    float4 v = x[i];
+    acc[0] += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+  }
+  float a = 0.f;
+  #pragma unroll
+  for (int u = 0; u < UNROLL; ++u) a += acc[u];
+  for (int o = 16; o; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
+  if ((threadIdx.x & 31) == 0) sm[threadIdx.x >> 5] = a;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float t = 0.f;
+    for (int w = 0; w < 8; ++w) t += sm[w];
+    partial[blockIdx.x] = t;
+  }
+}
+"""
+
+
+def relaunch(binding, **constants) -> None:
+    """Set fuseray.schedule constants and forget the binding's launch states (recomputed on
+    the next run with the new geometry)."""
+    from fuseray import schedule
+
+    for k, v in constants.items():
+        setattr(schedule, k, v)
+    binding.states.clear()
+    binding.last_key = binding.last_state = None
+
+
+def probe_reduce() -> None:
+    from fuseray import schedule
+
+    saved = {k: getattr(schedule, k) for k in
+             ("SPLIT_BLOCKS_PER_SM", "REDUCE_ITEMS_PER_THREAD", "REDUCE_UNROLL", "REDUCE_BLOCK")}
+    host = np.random.default_rng(3).standard_normal(N, dtype=np.float32)
+    x = fr.asarray(host)
+    f = fr.jit(lambda x: (x * x).sum())
+    report("sumsq fuseray jit", timed(lambda: f(x)), 4 * N)
+    binding, run = bound((x * x).sum()._node)
+    report("sumsq Binding.run", timed(run), 4 * N)
+    for kw in ({"SPLIT_BLOCKS_PER_SM": 4}, {"SPLIT_BLOCKS_PER_SM": 8},
+               {"SPLIT_BLOCKS_PER_SM": 2, "REDUCE_ITEMS_PER_THREAD": 64},
+               {"SPLIT_BLOCKS_PER_SM": 4, "REDUCE_ITEMS_PER_THREAD": 64}):
+        relaunch(binding, **kw)
+        report(f"sumsq {kw}", timed(run), 4 * N)
+    relaunch(binding, **saved)
+    run()
+    swap_source(binding, lambda s: s.replace("j * a0_jl", "j"))
+    report("sumsq unit stride compiled in", timed(run), 4 * N)
+    part = fr.empty(132 * 64, np.float32).compute()
+    for unroll in (2, 4, 8):
+        func = load(f"#define UNROLL {unroll}\n" + HAND_SUMSQ, "hand_sumsq")
+        for grid in (132 * 8, 132 * 16, 132 * 32):
+            call = launcher(func, grid, 256, [ptr(x), ptr(part), N // 4], ["ptr", "ptr", "int32"])
+            report(f"hand sumsq float4 unroll {unroll} grid {grid}", timed(call), 4 * N)
+    m = fr.asarray(host.reshape(ROWS, COLS))
+    g = fr.asarray(np.random.default_rng(4).standard_normal(COLS, dtype=np.float32))
+    fc = fr.jit(lambda m, g: (m * g).sum(axis=0))
+    report("colsum fuseray jit", timed(lambda: fc(m, g)), 4 * N)
+    binding, run = bound((m * g).sum(axis=0)._node)
+    for kw in ({"SPLIT_BLOCKS_PER_SM": 4}, {"SPLIT_BLOCKS_PER_SM": 8},
+               {"REDUCE_BLOCK": 512}, {"REDUCE_ITEMS_PER_THREAD": 64},
+               {"REDUCE_UNROLL": 8}):
+        relaunch(binding, **saved)
+        relaunch(binding, **kw)
+        report(f"colsum {kw}", timed(run), 4 * N)
+        st = binding.last_state
+        print("   launch", st.launch)
+    relaunch(binding, **saved)
+
+
+def probe_rows() -> None:
+    """Variants of the generated softmax and layernorm row kernels (source edits, geometry)."""
+    host = np.random.default_rng(1).standard_normal((ROWS, COLS), dtype=np.float32)
+    x = fr.asarray(host)
+    g = fr.asarray(np.random.default_rng(2).standard_normal(COLS, dtype=np.float32))
+    e = fr.exp(x - x.max(1, keepdims=True))
+    softmax = e / e.sum(1, keepdims=True)
+    mu = x.mean(1, keepdims=True)
+    layernorm = (x - mu) / fr.sqrt(x.var(1, keepdims=True) + 1e-5) * g
+    unit = lambda s: s.replace("j * a0_jl", "j").replace("j * o0_jl", "j")  # noqa: E731
+    edits = {
+        "as generated": lambda s: s,
+        "unit stride": unit,
+        "no fr_active test": lambda s: s.replace("if (fr_active && j < L)", "if (j < L)"),
+        "launch bounds 512,3": lambda s: s.replace("(512, 2)", "(512, 3)"),
+        "launch bounds 512,1": lambda s: s.replace("(512, 2)", "(512, 1)"),
+        "unit stride + 512,3": lambda s: unit(s).replace("(512, 2)", "(512, 3)"),
+    }
+    for label, node in (("softmax", softmax), ("layernorm", layernorm)):
+        binding, run = bound(node._node)
+        for name, edit in edits.items():
+            swap_source(binding, edit)
+            report(f"{label} {name}", timed(run), 8 * N)
+        swap_source(binding, lambda s: s)
+        for block in (128, 512):
+            relaunch(binding, REDUCE_BLOCK=block)
+            run()
+            swap_source(binding, lambda s: s)
+            report(f"{label} REDUCE_BLOCK {block} {binding.last_state.launch}", timed(run), 8 * N)
+        relaunch(binding, REDUCE_BLOCK=256)
+
+
+SECTIONS = {"rows": probe_rows, "reduce": probe_reduce, "overhead": probe_overhead,
+            "compile": probe_compile,
+            "triad": probe_triad, "softmax": probe_softmax, "chain20": probe_chain20}
 
 if __name__ == "__main__":
     print(driver.device_props(driver.current_device()))

@@ -44,7 +44,7 @@ REDUCE_UNROLL = 4
 # The most threads a reduce/row kernel is launched with: a row's group (W) never exceeds it, and
 # __launch_bounds__ leaves each thread up to 128 registers for the row cache.
 REDUCE_MAX_THREADS = 512
-REDUCE_ITEMS_PER_THREAD = 16
+REDUCE_ITEMS_PER_THREAD = 64
 SPLIT_BLOCKS_PER_SM = 2
 MAX_SPLIT = 65535  # gridDim.y
 MAX_COUNTERS = 4096  # row blocks a split reduction may have (one completion counter each)

@@ -263,11 +263,24 @@ class _Gen:
             return
         em("if (fr_cached) {")
         em.depth += 1
+        preload = self.preload(p)
+        if preload:
+            # every load of the row is issued before the first use: a warp has its whole row in
+            # flight instead of one load per step of the reduction's dependency chain
+            em("#pragma unroll")
+            with em.block(f"for (int k = 0; k < {self.s.items}; ++k)"):
+                em("const fr_idx j = (fr_idx)fr_w + (fr_idx)k * fr_W;")
+                with em.block("if (fr_active && j < L)"):
+                    if self.needs_red_coords([self.layout[a.index] for a in preload]):
+                        emit_unravel(em, "j", [f"s{d}" for d in self.red], self.red_coords())
+                    for a in preload:
+                        off, ok = self.full_offset(em, a.name, self.layout[a.index], "j")
+                        em(f"{a.name}_c[k] = {access_value(a, off, ok)};")
         em("#pragma unroll")
         with em.block(f"for (int k = 0; k < {self.s.items}; ++k)"):
             em("const fr_idx j = (fr_idx)fr_w + (fr_idx)k * fr_W;")
             with em.block("if (fr_active && j < L)"):
-                self.cached_element(em, p, sink)
+                self.cached_element(em, p, sink, preload)
         em.depth -= 1
         em("} else {")
         em.depth += 1
@@ -275,17 +288,25 @@ class _Gen:
         em.depth -= 1
         em("}")
 
-    def cached_element(self, em: Emitter, p: int, sink) -> None:
-        """Element j of pass ``p`` in cached mode: earlier passes' values from registers, new
-        loads and nodes computed, and whatever a later pass takes stored into the cache."""
+    def preload(self, p: int) -> list[Access]:
+        """The accesses pass ``p`` loads into the cache (for later passes)."""
+        return [a for a in self.plan.cones[p][1] if a.head in self.cached_set]
+
+    def cached_element(self, em: Emitter, p: int, sink, preloaded: list[Access]) -> None:
+        """Element j of pass ``p`` in cached mode: earlier passes' values and this pass's
+        ``preloaded`` accesses from registers, other loads and nodes computed, and whatever a
+        later pass takes stored into the cache."""
         m = self.m
         nodes, accesses, reused = self.plan.cones[p]
-        lays = [self.layout[a.index] for a in accesses] + self.sink_layouts
+        loads = [a for a in accesses if a not in preloaded]
+        lays = [self.layout[a.index] for a in loads] + self.sink_layouts
         if self.needs_red_coords(lays):
             emit_unravel(em, "j", [f"s{d}" for d in self.red], self.red_coords())
         for n in reused:
             em(f"const {c_type(n.dtype)} {m.refs[n].name} = {m.refs[n].name}_c[k];")
-        for a in accesses:
+        for a in preloaded:
+            em(f"const {c_type(a.dtype)} {a.name} = {a.name}_c[k];")
+        for a in loads:
             off, ok = self.full_offset(em, a.name, self.layout[a.index], "j")
             em(f"const {c_type(a.dtype)} {a.name} = {access_value(a, off, ok)};")
             if a.head in self.cached_set:
