@@ -10,8 +10,8 @@ from . import config, cuda  # noqa: F401
 from .api import NAMESPACE as _NAMESPACE
 from .api import elementwise as _elementwise
 from .array import ndarray  # noqa: F401
-from .dtypes import SUPPORTED as _SUPPORTED
 from .backends.cuda.nvrtc import CompileError  # noqa: F401
+from .dtypes import SUPPORTED as _SUPPORTED
 from .explain import explain, show_graph  # noqa: F401
 from .jit import jit  # noqa: F401
 from .runtime import compute, get_array_module, synchronize  # noqa: F401

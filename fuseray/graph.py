@@ -42,12 +42,14 @@ class Buffer:
     hash by their serial so that digests are deterministic within a process.
     """
 
-    __slots__ = ("value", "serial", "__weakref__")
+    # spec: @jit's description of the value (dtype, shape, layout, type), filled in on first use
+    __slots__ = ("value", "serial", "spec", "__weakref__")
     _serials = itertools.count()
 
     def __init__(self, value):
         self.value = value
         self.serial = next(Buffer._serials)
+        self.spec = None
 
     def __hash__(self) -> int:
         return self.serial

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import dtypes, runtime
-from .array import _trace_state, leaf_node, ndarray, node_of, wrap
+from .array import _trace_state, leaf_node, ndarray, node_of
 from .graph import Buffer, Node, rebuild
 
 # ---------------------------------------------------------------------------------------------
@@ -100,30 +100,32 @@ def _layout(value) -> str:
     return "C" if contiguous else "S"
 
 
-def _fast_key(args) -> tuple | None:
-    """A cheap exact description of plain positional arguments (computed arrays, NumPy arrays,
-    Python scalars), or None when the call needs the general path."""
-    key = []
+def _fast_args(args) -> tuple[tuple, list] | None:
+    """For plain positional arguments (computed arrays, NumPy arrays, Python scalars): a cheap
+    exact description of them and their leaf values, in one pass; None when the call needs the
+    general path."""
+    key, leaves = [], []
     for a in args:
-        if isinstance(a, ndarray):
+        if type(a) is ndarray:
             node = a._node
             if node.op != "buffer":
                 return None
-            v = node.arg[0].value
-            key.append((node.dtype, node.shape, _layout(v), type(v)))
+            buf = node.arg[0]
+            spec = buf.spec
+            if spec is None:  # a buffer's value never changes: describe it once
+                v = buf.value
+                spec = buf.spec = (node.dtype, node.shape, _layout(v), type(v))
+            key.append(spec)
+            leaves.append(buf.value)
         elif isinstance(a, np.ndarray):
             key.append((a.dtype, a.shape, _layout(a), np.ndarray))
+            leaves.append(_array_value(a))
         elif type(a) in (int, float, bool):
             key.append(type(a))
+            leaves.append(a)
         else:
             return None
-    return tuple(key)
-
-
-def _fast_leaf(a):
-    if isinstance(a, ndarray):
-        return a._node.arg[0].value
-    return _array_value(a) if isinstance(a, np.ndarray) else a
+    return tuple(key), leaves
 
 
 def _spec(x):
@@ -293,13 +295,14 @@ class Jitted:
     def __call__(self, *args, **kwargs):
         fast = None
         if not kwargs and not self.static and len(args) == self._n_params:
-            fast = _fast_key(args)
-            hit = self._fast.get(fast) if fast is not None else None
-            if hit is not None:
-                return self._run(*hit, [_fast_leaf(a) for a in args])
+            fast = _fast_args(args)
+            if fast is not None:
+                hit = self._fast.get(fast[0])
+                if hit is not None:
+                    return self._run(*hit, fast[1])
         trace, inst, leaves = self.lower(*args, **kwargs)
         if fast is not None:
-            self._fast[fast] = (trace, inst)
+            self._fast[fast[0]] = (trace, inst)
         return self._run(trace, inst, leaves)
 
     def _run(self, trace: Trace, inst: Instance, leaves: list):
@@ -308,8 +311,11 @@ class Jitted:
             if p is not None:
                 env[p] = np.asarray(x, dtype=p.dtype) if p.op == "param" else x
         values = runtime.execute(inst.plan, inst.roots, env)
-        outs = [o if slot is None else wrap(leaf_node(values[slot]))
+        # outputs are new buffer leaves (depth 0): wrapping them never flushes a graph
+        outs = [o if slot is None else ndarray(leaf_node(values[slot]))
                 for o, slot in zip(trace.outputs, inst.out_slots)]
+        if trace.out_tree is None:  # a single array: the common case needs no rebuilding
+            return outs[0]
         return unflatten(trace.out_tree, outs)
 
     def explain(self, *args, **kwargs) -> str:

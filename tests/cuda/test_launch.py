@@ -72,6 +72,13 @@ def fake_gpu(monkeypatch):
     monkeypatch.setattr(launch, "_as_device_array", as_device)
     monkeypatch.setattr(launch, "_counters", lambda device_id, stream: 0xC0C0)
     monkeypatch.setattr(driver, "launch", fake_launch)
+    monkeypatch.setattr(
+        driver,
+        "launch_prepared",
+        lambda func, dims, args, pack, stream: fake_launch(
+            func, dims[:2], dims[3:5], args, pack, dims[6], stream
+        ),
+    )
     monkeypatch.setattr(driver, "device_props", lambda device_id: FakeProps)
     monkeypatch.setattr(DeviceArray, "use_on", lambda self, stream: None)
     return launches
@@ -88,7 +95,7 @@ def run_fake(*arrays):
 @pytest.mark.parametrize("name", list(workloads.WORKLOADS))
 def test_workloads_bind_every_argument(fake_gpu, name):
     rng = np.random.default_rng(0)
-    ins = [fr.asarray(a) for a in workloads.inputs(name, 1 << 16, rng)]
+    ins = [fr.asarray(a) for a in workloads.inputs(name, 1 << 20, rng)]
     kw = {"erf": fr.special.erf} if name == "black_scholes" else {}
     out = workloads.WORKLOADS[name](fr, *ins, **kw)
     outs = out if isinstance(out, tuple) else (out,)
@@ -100,7 +107,7 @@ def test_workloads_bind_every_argument(fake_gpu, name):
             assert arr.shape == store.target.shape and arr.dtype == store.target.dtype
     func, grid, block, args, shared = fake_gpu[-1]
     assert grid[0] >= 1 and block[0] * block[1] <= 512
-    if name == "sumsq":  # one row of 2**16: split over blocks, with a workspace and counters
+    if name == "sumsq":  # one row of 2**20: split over blocks, with a workspace and counters
         assert grid[1] > 1 and 0xC0C0 in args
 
 

@@ -545,3 +545,21 @@ def launch(
             )
     if status:
         raise CUDAError(f"cuLaunchKernel({func.name}, grid={grid}, block={block})", status)
+
+
+def launch_prepared(
+    func: Function, dims: tuple[int, ...], args: Sequence, pack: ArgPack, stream
+) -> None:
+    """``launch`` for a cached call: ``dims`` is ``(gx, gy, gz, bx, by, bz, shared_mem)``.
+
+    One driver call when ``func``'s context is current and its shared-memory limit suffices
+    (about 1 us less than ``launch``, which first asks the driver for the current context);
+    otherwise, or if the driver refuses, ``launch`` makes the context current, raises the limit,
+    and raises ``CUDAError`` naming what failed.
+    """
+    params = pack.pack(args)
+    if dims[6] <= func._shared_limit:
+        (status,) = cu.cuLaunchKernel(func.handle, *dims, stream, params, 0)
+        if not status:
+            return
+    launch(func, dims[:3], dims[3:6], args, pack, dims[6], stream)

@@ -90,8 +90,7 @@ class _State:
         "ws_bytes",
         "skip",
         "splits",
-        "n_in",
-        "n_out",
+        "dims",
     )
 
     def __init__(
@@ -103,7 +102,10 @@ class _State:
         self.middle = middle
         self.ws_bytes = ws_bytes
         self.skip = skip
-        self.splits = launch.splits if launch is not None else 1
+        self.splits = launch.splits
+        # cuLaunchKernel's grid, block and shared-memory arguments, ready to splat
+        self.dims = (launch.grid[0], launch.grid[1], 1, launch.block[0], launch.block[1], 1,
+                     launch.shared)
 
 
 class Binding:
@@ -203,10 +205,8 @@ class Binding:
         args.extend(st.middle)
         for p in self.params:
             args.append(env[p])
-        lc = st.launch
-        driver.launch(
-            st.program.function, lc.grid, lc.block, args, st.program.pack, lc.shared, stream.handle
-        )
+        program = st.program
+        driver.launch_prepared(program.function, st.dims, args, program.pack, stream.handle)
         del workspace  # its stream-ordered free follows the kernel on the same stream
 
     def _prepare(self, values: list[DeviceArray], device_id: int) -> _State:
