@@ -149,3 +149,35 @@ def test_concurrent_compiles_agree():
         t.join()
     assert not errors
     assert len(results) == 6 and all(is_cuda_elf(r) for r in results)
+
+
+# Two programs as the code generator writes them: one preamble, then helpers, a typedef and a
+# macro of the same names with different meanings, and distinct extern "C" kernels.
+BATCH_A = """// kernel a
+#define FR_HALF 0
+#include "fuseray_index.cuh"
+typedef int fr_idx;
+#define FR_K 2
+__device__ __forceinline__ float fr_point(float x) { return x * FR_K; }
+extern "C" __global__ void fr_a(float* p, fr_idx n) { if (threadIdx.x < n) p[0] = fr_point(p[0]); }
+"""
+BATCH_B = BATCH_A.replace("typedef int", "typedef long long").replace("FR_K 2", "FR_K 3")
+BATCH_B = BATCH_B.replace("float fr_point(float x)", "double fr_point(double x)")
+BATCH_B = BATCH_B.replace("fr_a(float*", "fr_b(double*")
+
+
+def test_batch_keeps_programs_apart():
+    src = nvrtc.batch_source([BATCH_A, BATCH_B])
+    assert src.count('#include "fuseray_index.cuh"') == 1
+    assert "namespace fr_batch_0 {" in src and "namespace fr_batch_1 {" in src
+    assert src.count("#undef FR_K") == 2
+    assert is_cuda_elf(nvrtc.compile_batch([BATCH_A, BATCH_B], "batch", "sm_80"))
+
+
+def test_batch_fails_when_one_program_does_and_needs_one_preamble():
+    broken = BATCH_B.replace("return x * FR_K;", "return x * undeclared;")
+    with pytest.raises(nvrtc.CompileError, match="undeclared"):
+        nvrtc.compile_batch([BATCH_A, broken], "batch", "sm_80")
+    with pytest.raises(ValueError, match="preamble"):
+        nvrtc.batch_source([BATCH_A, BATCH_B.replace("FR_HALF 0", "FR_HALF 1")])
+    assert nvrtc.preamble(BATCH_A) == ("#define FR_HALF 0", '#include "fuseray_index.cuh"')

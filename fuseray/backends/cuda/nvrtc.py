@@ -22,16 +22,20 @@ import functools
 import hashlib
 import re
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = [
     "CompileError",
     "NVRTCError",
+    "batch_source",
+    "compile_batch",
     "compile_cubin",
     "headers_digest",
     "include_dirs",
     "kernels_dir",
     "nvrtc_version",
+    "preamble",
 ]
 
 DEFAULT_OPTIONS = ("--std=c++17", "-default-device")
@@ -215,3 +219,70 @@ def _program_log(nvrtc, program) -> str:
     log = bytearray(size)
     _check(nvrtc.nvrtcGetProgramLog(program, log), "nvrtcGetProgramLog")
     return log.rstrip(b"\0").decode(errors="replace")
+
+
+# A line of a program's preamble: blank, a line comment, or a preprocessor directive.
+_PREAMBLE_LINE = re.compile(r"\s*(?:$|//|#)")
+_DEFINE = re.compile(r"\s*#\s*define\s+(\w+)")
+
+
+def _split_preamble(source: str) -> tuple[tuple[str, ...], str]:
+    """``(directives, body)``: the leading blank, comment and preprocessor lines of ``source``
+    (only the directives are kept) and everything after them."""
+    lines = source.splitlines()
+    k = 0
+    while k < len(lines) and _PREAMBLE_LINE.match(lines[k]) and not lines[k].endswith("\\"):
+        k += 1
+    directives = tuple(line.strip() for line in lines[:k] if line.lstrip().startswith("#"))
+    return directives, "\n".join(lines[k:])
+
+
+def preamble(source: str) -> tuple[str, ...]:
+    """The preprocessor directives before the first line of code of ``source``: programs batched
+    by ``compile_batch`` must agree on them."""
+    return _split_preamble(source)[0]
+
+
+def batch_source(sources: Sequence[str]) -> str:
+    """One translation unit holding every program of ``sources``, for ``compile_batch``.
+
+    Each source is a preamble (its leading blank, comment and ``#`` lines) and a body. The
+    preambles' directives must be identical: they are emitted once, so the headers are parsed once
+    for the whole batch. Each body goes into a namespace of its own, so that helpers, typedefs and
+    templates of one name in two programs do not collide, and every macro a body defines is
+    ``#undef``-ed after it. ``extern "C"`` names ignore namespaces: the caller keeps them distinct.
+    A program that compiles inside the batch therefore compiles on its own.
+    """
+    if not sources:
+        raise ValueError("batch_source needs at least one source")
+    preamble = None
+    parts: list[str] = []
+    for i, source in enumerate(sources):
+        directives, body = _split_preamble(source)
+        if preamble is None:
+            preamble = directives
+            parts.extend(directives)
+        elif directives != preamble:
+            raise ValueError(
+                f"source {i} of a batch starts with {directives!r}, the first with {preamble!r};"
+                " a batch shares one preamble"
+            )
+        macros = sorted({m.group(1) for m in map(_DEFINE.match, body.splitlines()) if m})
+        parts.append(f"namespace fr_batch_{i} {{")
+        parts.append(body)
+        parts.append("}")
+        parts.extend(f"#undef {name}" for name in macros)
+    return "\n".join(parts) + "\n"
+
+
+def compile_batch(
+    sources: Sequence[str], name: str, arch: str, options: tuple[str, ...] = ()
+) -> bytes:
+    """Compile several programs as one NVRTC program (``batch_source``) to one CUBIN for ``arch``.
+
+    Parsing the headers and NVRTC's per-program setup are paid once for the batch, which is what
+    makes compiling thousands of kernels affordable. Raises ``CompileError`` when any program
+    fails; the log then names the batch's line numbers, so compile the programs one by one with
+    ``compile_cubin`` to find and report the failing ones.
+    """
+    return compile_cubin(batch_source(sources), name, arch, options)
