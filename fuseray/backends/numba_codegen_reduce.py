@@ -18,6 +18,16 @@ from .numba_reduce import BLOCK
 
 F16 = np.dtype(np.float16).str
 SCRATCH_OPS = ("sum", "prod", "mean", "max", "min", "argmax", "argmin")
+# reductions whose partial results fold like their elements: (initial value, step folding a
+# value v into the accumulator w), shared by the accumulation of elements and the combination
+# of block and task partials
+FOLDS = {
+    "sum": ("{ct}(0)", "{w} += {v}"),
+    "mean": ("{ct}(0)", "{w} += {v}"),
+    "prod": ("{ct}(1)", "{w} *= {v}"),
+    "any": ("False", "{w} = {w} or {v}"),
+    "all": ("True", "{w} = {w} and {v}"),
+}
 
 
 def np_name(dtype_str: str) -> str:
@@ -46,14 +56,8 @@ class ReductionCode:
         dt = self.acc_type(r)
         ct = np_name(dt)
         kind = np.dtype(dt).kind
-        if op in ("sum", "mean"):
-            return [f"w{r} = {ct}(0)"]
-        if op == "prod":
-            return [f"w{r} = {ct}(1)"]
-        if op == "any":
-            return [f"w{r} = False"]
-        if op == "all":
-            return [f"w{r} = True"]
+        if op in FOLDS:
+            return [f"w{r} = {FOLDS[op][0].format(ct=ct)}"]
         big = op in ("max", "argmax")
         if kind == "f":
             value = f"{ct}({'-' if big else ''}np.inf)"
@@ -71,14 +75,8 @@ class ReductionCode:
         """Direct (non-scratch) accumulation of value ``v`` at flat q position ``qi``."""
         e = self.e
         op = self.nodes[r][0]
-        if op in ("sum", "mean"):
-            e(f"w{r} += {v}")
-        elif op == "prod":
-            e(f"w{r} *= {v}")
-        elif op == "any":
-            e(f"w{r} = w{r} or {v}")
-        elif op == "all":
-            e(f"w{r} = w{r} and {v}")
+        if op in FOLDS:
+            e(FOLDS[op][1].format(w=f"w{r}", v=v))
         elif op == "max":
             e(f"w{r} = {v} if {v} > w{r} else w{r}")
         elif op == "min":
@@ -93,14 +91,8 @@ class ReductionCode:
         """Fold a partial result (block or task) ``v`` (index ``vi``) into ``w{r}``."""
         e = self.e
         op = self.nodes[r][0]
-        if op in ("sum", "mean"):
-            e(f"w{r} += {v}")
-        elif op == "prod":
-            e(f"w{r} *= {v}")
-        elif op == "any":
-            e(f"w{r} = w{r} or {v}")
-        elif op == "all":
-            e(f"w{r} = w{r} and {v}")
+        if op in FOLDS:
+            e(FOLDS[op][1].format(w=f"w{r}", v=v))
         elif op in ("max", "min"):
             helper = "fr_maximum" if op == "max" else "fr_minimum"
             e(f"w{r} = {helper}(w{r}, {v})")
