@@ -25,6 +25,7 @@ infinities and the snapping of quotients agree bit for bit.
 from __future__ import annotations
 
 import math
+import operator
 
 import numpy as np
 from numba import njit, types
@@ -94,13 +95,54 @@ fr_f16 = round_f16
 
 
 # ---------------------------------------------------------------------------------------------
-# arithmetic
+# helpers that are one function for every dtype (float32 exp, log, tanh, erf: numba_vecmath)
 # ---------------------------------------------------------------------------------------------
 
 
-@_define("divide")
-def _divide(a, b):
-    return lambda a, b: a / b
+def _unary(name: str, fn, f32=None):
+    def typer(a):
+        if f32 is not None and a == types.float32:
+            return lambda a: f32(a)
+        return lambda a: fn(a)
+
+    typer.__name__ = name
+    _define(name)(typer)
+
+
+def _binary(name: str, fn):
+    def typer(a, b):
+        return lambda a, b: fn(a, b)
+
+    typer.__name__ = name
+    _define(name)(typer)
+
+
+for _name, _fn, _f32 in (
+    ("sqrt", math.sqrt, None), ("cbrt", np.cbrt, None), ("exp", math.exp, exp_f32),
+    ("exp2", np.exp2, None), ("expm1", math.expm1, None), ("log", math.log, log_f32),
+    ("log2", np.log2, None), ("log10", math.log10, None), ("log1p", math.log1p, None),
+    ("sin", math.sin, None), ("cos", math.cos, None), ("tan", math.tan, None),
+    ("arcsin", math.asin, None), ("arccos", math.acos, None), ("arctan", math.atan, None),
+    ("sinh", math.sinh, None), ("cosh", math.cosh, None), ("tanh", math.tanh, tanh_f32),
+    ("arcsinh", math.asinh, None), ("arccosh", math.acosh, None),
+    ("arctanh", math.atanh, None), ("signbit", np.signbit, None), ("erf", math.erf, erf_f32),
+    ("erfc", math.erfc, None),
+):
+    _unary(_name, _fn, _f32)
+
+for _name, _fn in (
+    ("divide", operator.truediv), ("float_power", operator.pow), ("arctan2", math.atan2),
+    ("hypot", math.hypot), ("copysign", np.copysign), ("less", operator.lt),
+    ("less_equal", operator.le), ("greater", operator.gt), ("greater_equal", operator.ge),
+    ("bitwise_and", operator.and_), ("bitwise_or", operator.or_),
+    ("bitwise_xor", operator.xor),
+):
+    _binary(_name, _fn)
+
+
+# ---------------------------------------------------------------------------------------------
+# arithmetic
+# ---------------------------------------------------------------------------------------------
 
 
 def _float_divmod(t):
@@ -189,11 +231,6 @@ def _power(a, b):
     return lambda a, b: a**b
 
 
-@_define("float_power")
-def _float_power(a, b):
-    return lambda a, b: a**b
-
-
 @_define("absolute")
 def _absolute(a):
     if isinstance(a, types.Boolean):
@@ -225,58 +262,9 @@ def _reciprocal(a):
     return lambda a: (1 if a == 1 else 0)
 
 
-@_define("sqrt")
-def _sqrt(a):
-    return lambda a: math.sqrt(a)
-
-
-@_define("cbrt")
-def _cbrt(a):
-    return lambda a: np.cbrt(a)
-
-
 # ---------------------------------------------------------------------------------------------
 # exponents and logarithms
 # ---------------------------------------------------------------------------------------------
-
-
-@_define("exp")
-def _exp(a):
-    if a == types.float32:
-        return lambda a: exp_f32(a)
-    return lambda a: math.exp(a)
-
-
-@_define("exp2")
-def _exp2(a):
-    return lambda a: np.exp2(a)
-
-
-@_define("expm1")
-def _expm1(a):
-    return lambda a: math.expm1(a)
-
-
-@_define("log")
-def _log(a):
-    if a == types.float32:
-        return lambda a: log_f32(a)
-    return lambda a: math.log(a)
-
-
-@_define("log2")
-def _log2(a):
-    return lambda a: np.log2(a)
-
-
-@_define("log10")
-def _log10(a):
-    return lambda a: math.log10(a)
-
-
-@_define("log1p")
-def _log1p(a):
-    return lambda a: math.log1p(a)
 
 
 @_define("logaddexp")
@@ -313,57 +301,20 @@ def _logaddexp2(a, b):
     return impl
 
 
-# ---------------------------------------------------------------------------------------------
-# trigonometric and hyperbolic
-# ---------------------------------------------------------------------------------------------
+def _scale(name: str, num: float, den: float):
+    """``a * (num / den)`` with the constant computed in a's type, as NumPy's loops do:
+    float32 multiplies by (180.0f / pi_f), float64 by (180.0 / pi)."""
 
-
-def _libm(name: str, fn):
     def typer(a):
-        return lambda a: fn(a)
+        c = _np(a)(_np(a)(num) / _np(a)(den))
+        return lambda a: a * c
 
     typer.__name__ = name
     _define(name)(typer)
 
 
-for _name, _fn in (
-    ("sin", math.sin), ("cos", math.cos), ("tan", math.tan), ("arcsin", math.asin),
-    ("arccos", math.acos), ("arctan", math.atan), ("sinh", math.sinh), ("cosh", math.cosh),
-    ("arcsinh", math.asinh), ("arccosh", math.acosh), ("arctanh", math.atanh),
-):
-    _libm(_name, _fn)
-
-
-@_define("tanh")
-def _tanh(a):
-    if a == types.float32:
-        return lambda a: tanh_f32(a)
-    return lambda a: math.tanh(a)
-
-
-@_define("arctan2")
-def _arctan2(a, b):
-    return lambda a, b: math.atan2(a, b)
-
-
-@_define("hypot")
-def _hypot(a, b):
-    return lambda a, b: math.hypot(a, b)
-
-
-@_define("degrees")
-def _degrees(a):
-    # NumPy: float32 multiplies by (180.0f / pi_f), float64 by (180.0 / pi)
-    c = np.float32(180.0) / np.float32(math.pi) if a == types.float32 else 180.0 / math.pi
-    c = _np(a)(c)
-    return lambda a: a * c
-
-
-@_define("radians")
-def _radians(a):
-    c = np.float32(math.pi) / np.float32(180.0) if a == types.float32 else math.pi / 180.0
-    c = _np(a)(c)
-    return lambda a: a * c
+_scale("degrees", 180.0, math.pi)
+_scale("radians", math.pi, 180.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -460,16 +411,6 @@ def _fmin(a, b):
     return lambda a, b: a if a <= b else b
 
 
-@_define("copysign")
-def _copysign(a, b):
-    return lambda a, b: np.copysign(a, b)
-
-
-@_define("signbit")
-def _signbit(a):
-    return lambda a: np.signbit(a)
-
-
 @_define("isnan")
 def _isnan(a):
     if _is_float(a):
@@ -492,31 +433,6 @@ def _isfinite(a):
 
 
 # ---------------------------------------------------------------------------------------------
-# comparisons (equal/not_equal are infix in the table)
-# ---------------------------------------------------------------------------------------------
-
-
-@_define("less")
-def _less(a, b):
-    return lambda a, b: a < b
-
-
-@_define("less_equal")
-def _less_equal(a, b):
-    return lambda a, b: a <= b
-
-
-@_define("greater")
-def _greater(a, b):
-    return lambda a, b: a > b
-
-
-@_define("greater_equal")
-def _greater_equal(a, b):
-    return lambda a, b: a >= b
-
-
-# ---------------------------------------------------------------------------------------------
 # logical and bitwise
 # ---------------------------------------------------------------------------------------------
 
@@ -524,21 +440,6 @@ def _greater_equal(a, b):
 @_define("logical_xor")
 def _logical_xor(a, b):
     return lambda a, b: (a != 0) != (b != 0)
-
-
-@_define("bitwise_and")
-def _bitwise_and(a, b):
-    return lambda a, b: a & b
-
-
-@_define("bitwise_or")
-def _bitwise_or(a, b):
-    return lambda a, b: a | b
-
-
-@_define("bitwise_xor")
-def _bitwise_xor(a, b):
-    return lambda a, b: a ^ b
 
 
 @_define("invert")
@@ -566,18 +467,6 @@ def _right_shift(a, b):
 # ---------------------------------------------------------------------------------------------
 # scipy.special
 # ---------------------------------------------------------------------------------------------
-
-
-@_define("erf")
-def _erf(a):
-    if a == types.float32:
-        return lambda a: erf_f32(a)
-    return lambda a: math.erf(a)
-
-
-@_define("erfc")
-def _erfc(a):
-    return lambda a: math.erfc(a)
 
 
 @_define("expit")
