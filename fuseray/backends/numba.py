@@ -11,6 +11,9 @@ rebinds arrays) -> pick a loop variant from the sizes -> look up ``(spec, varian
 table of compiled loops -> on a miss, ``numba_codegen.generate`` and ``numba_cache.load`` (from
 disk when another process compiled it) -> call on at most as many threads as it has tasks.
 Sizes and strides are arguments, so a new size of a known structure compiles nothing.
+A ``take`` is part of the loop nest (a gather access, ``numba_layout``); a ``scatter`` kernel
+runs the fixed loop of ``numba_scatter``. Bad indices raise NumPy's ``IndexError`` after the
+loop, which never reads or writes outside an array.
 
 Fallback, never a wrong answer: without numba, the whole backend defers to the NumPy
 interpreter; a kernel this backend cannot generate or numba cannot compile runs in the

@@ -17,6 +17,9 @@ Invariants:
 - every memory access is one affine *top* view over the merged dims, plus, rarely, lower views
   that the generated code unravels (a reshape NumPy would copy), plus optional masks (``pad``):
   a masked dim is never merged, and a masked-out index reads zero;
+- a ``take`` reads through a *gather* access: its source's view with zero strides over the
+  index's axes J (S = J + R), to which the loop adds ``index * stride`` (``Access.gather``); the
+  index, and what computes it, has shape J and is read broadcast over R;
 - element offsets are into a flat 1-D view of the array's memory starting at its lowest address,
   so they are never negative (the generated code indexes with unsigned integers: no wraparound
   checks, which would stop vectorisation);
