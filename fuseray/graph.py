@@ -296,10 +296,12 @@ def broadcast_to_ok(shape, target) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-def toposort(roots: Iterable[Node], stop=None) -> list[Node]:
+def toposort(roots: Iterable[Node], stop=None, deps=None) -> list[Node]:
     """Nodes reachable from ``roots``, sources before users, iteratively.
 
-    ``stop(node)`` true means: include the node but do not descend into its sources.
+    ``stop(node)`` true means: include the node but do not descend into its sources. ``deps(node)``,
+    when given, is what the walk descends into instead of ``node.src`` (a backend's own view of
+    what evaluating a node needs).
     """
     order, seen = [], set()
     stack = [(r, False) for r in reversed(list(roots))]
@@ -313,7 +315,8 @@ def toposort(roots: Iterable[Node], stop=None) -> list[Node]:
         seen.add(node)
         stack.append((node, True))
         if stop is None or not stop(node):
-            stack.extend((s, False) for s in reversed(node.src) if s not in seen)
+            srcs = node.src if deps is None else tuple(deps(node))
+            stack.extend((s, False) for s in reversed(srcs) if s not in seen)
     return order
 
 

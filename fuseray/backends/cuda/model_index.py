@@ -22,35 +22,14 @@ depends only on the kernel's structure.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-
 from ...fusion import Kernel
-from ...graph import Node
+from ...graph import Node, toposort
 from ...ops import Kind
 from ...views import View, fold, movement_chain
 
 
 class GatherError(Exception):
     """A take the CUDA model cannot place (``model.py`` re-raises it as a ``CodegenError``)."""
-
-
-def walk(roots: Iterable[Node], deps: Callable[[Node], Iterable[Node]]) -> list[Node]:
-    """Nodes reachable from ``roots`` through ``deps``, dependencies first, iteratively (index
-    cones may be long chains)."""
-    order: list[Node] = []
-    seen: set[Node] = set()
-    stack = [(r, False) for r in reversed(list(roots))]
-    while stack:
-        node, expanded = stack.pop()
-        if expanded:
-            order.append(node)
-            continue
-        if node in seen:
-            continue
-        seen.add(node)
-        stack.append((node, True))
-        stack.extend((s, False) for s in reversed(tuple(deps(node))) if s not in seen)
-    return order
 
 
 def _broadcast_view(n: Node, shape: tuple[int, ...]) -> Node:
@@ -133,9 +112,8 @@ class _Placer:
         key = (root, shape, lvl)
         if key in self.memo:
             return self.memo[key]
-        order = walk(
-            [root],
-            lambda n: n.src if n.kind is Kind.ELEMENTWISE and self._rebuilt(n, lvl) else (),
+        order = toposort(
+            [root], stop=lambda n: n.kind is not Kind.ELEMENTWISE or not self._rebuilt(n, lvl)
         )
         for n in order:
             k = (n, shape, lvl)
@@ -185,5 +163,5 @@ def gather_order(
     """
     placer = _Placer(kernel, computed, level)
     roots = [*kernel.reductions, *(s.value for s in kernel.stores)]
-    order = [n for n in walk(roots, placer.deps) if n in computed]
+    order = [n for n in toposort(roots, deps=placer.deps) if n in computed]
     return order, placer.index_of
