@@ -1,9 +1,11 @@
 """CUDA backend: fused kernels compiled with NVRTC and run through the CUDA driver API.
 
 Stage: the last one. The code generator reads a fusion plan kernel by kernel: ``model.py`` (what
-a kernel reads, computes and writes; each access's layout in one call), ``program.py`` (schedule
-and source for those layouts), ``codegen.py`` / ``codegen_reduce.py`` (the CUDA C) and
-``launch.py`` (``run``: bind, compile once, allocate, launch). The runtime layer beneath it is
+a kernel reads, computes and writes; each access's layout in one call; ``model_index.py`` for
+takes), ``program.py`` (schedule and source for those layouts), ``codegen.py`` /
+``codegen_reduce.py`` / ``codegen_index.py`` (the CUDA C) and ``launch.py`` (``run``: bind, compile
+once, allocate, launch; ``launch_index.py``: scatter launches and the bounds record that turns a
+bad index into an IndexError at synchronisation). The runtime layer beneath it is
 ``nvrtc.py`` (source to CUBIN), ``cache.py`` (memory and disk kernel cache), ``driver.py`` (init,
 devices, contexts, modules, launches), ``streams.py`` (current device and stream) and
 ``memory.py`` (stream-ordered device memory, ``DeviceArray``, host transfers and zero-copy
