@@ -105,6 +105,15 @@ class Cone:
     reads: list[tuple[Node, Node]]  # (base, access head) for every non-leaf base reached
 
 
+TAKEN = "read at computed positions by a take (x[indices]): only memory holds them"
+
+
+def gathered_bases(c: Cone) -> set[Node]:
+    """The bases ``c``'s takes read at computed positions: they must be stored by an earlier
+    kernel, never computed in the one that takes from them."""
+    return {movement_chain(t.src[0])[0] for t in c.nodes if t.kind is Kind.GATHER}
+
+
 def cone(value: Node, materialised: set[Node]) -> Cone:
     """Walk from ``value`` through elementwise nodes; stop at data, views and reductions."""
     order = toposort(
@@ -205,7 +214,10 @@ class Planner:
         """Can ``g`` compute ``value`` (whose cone is ``c``) at ``level``?"""
         if g.closed or g.scatter is not None:  # a scatter kernel computes nothing else
             return False
+        gathered = gathered_bases(c)
         for base, head in c.reads:
+            if base in gathered and (base not in self.materialised or self.owner.get(base) is g):
+                return False
             if base in self.materialised:
                 dep = self.owner.get(base)
                 if dep is g and head is not base:
@@ -228,7 +240,11 @@ class Planner:
 
     def settle_reads(self, g: Group, c: Cone, reason: str | None = None) -> None:
         """Materialise every non-leaf base of ``c`` that ``g`` does not compute itself."""
+        gathered = gathered_bases(c)
         for base, _ in c.reads:
+            if base in gathered:
+                self.materialise(base, TAKEN)
+                continue
             if self.group_of.get(base) is g and self.owner.get(base, g) is g:
                 continue
             self.materialise(base, reason or self.read_reason(base))
@@ -340,11 +356,13 @@ class Planner:
         viewed = {m.src[0] for m in self.order if m.kind is Kind.MOVEMENT
                   and m.src[0].kind in INLINED and m.src[0] not in derived}
         # a take reads its source at computed positions: only memory has them
-        viewed |= {m.src[0] for m in self.order if m.kind is Kind.GATHER
-                   and m.src[0].kind in INLINED}
+        taken = {movement_chain(m.src[0])[0] for m in self.order if m.kind is Kind.GATHER}
+        viewed |= {b for b in taken if b.kind in INLINED}
         for n in self.order:
             if n.kind is Kind.REDUCE:
                 self.plan_reduction(n)
+                if n in taken:
+                    self.materialise(n, TAKEN)
             elif n.kind is Kind.JOIN:
                 self.materialise(n, "concatenate writes each piece into its region")
                 self.plan_join(n)
@@ -356,7 +374,7 @@ class Planner:
                     if home is not None:
                         self.group_of[n] = home
                 if n in viewed:
-                    self.materialise(n, self.read_reason(n))
+                    self.materialise(n, TAKEN if n in taken else self.read_reason(n))
                 # bound the ops in one kernel: materialise a value whose inlined cone is too big
                 cost[n] = 1 + sum(cost.get(s, 0) for s in n.src if s not in self.materialised)
                 if cost[n] >= limit:

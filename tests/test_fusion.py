@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fuseray as fr
-from fuseray import config
+from fuseray import config, fusion
 from fuseray.array import FLUSH_DEPTH
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -91,6 +91,29 @@ def test_reduction_read_transposed_is_materialised_with_a_reason():
     plan = plan_of(lambda m: m - m.sum(axis=0)[:, None][:6, :1].T[:, :1], m)
     assert len(plan.kernels) == 2
     assert any("layout" in why or "iteration space" in why for why in plan.splits.values())
+
+
+@pytest.mark.parametrize("case", ["rows", "row_broadcast", "epilogue"])
+def test_a_take_of_computed_rows_reads_them_from_memory(case):
+    """x.sum(1)[i] with as many indices as rows: the take must not join the reduction's kernel
+    (it reads the sums at computed positions, which only memory holds)."""
+    from fuseray.backends.cuda import program
+
+    x = np.random.default_rng(7).standard_normal((6, 5))
+    i = np.array([5, 0, 3, 3, 1, 2])
+    fns = {
+        "rows": lambda xp, x, i: x.sum(1)[i],
+        "row_broadcast": lambda xp, x, i: (x - x.max(1, keepdims=True))[i] * 2,
+        "epilogue": lambda xp, x, i: xp.exp(x.sum(1))[i] + x.mean(1),
+    }
+    f = fns[case]
+    plan = plan_of(lambda x, i: f(fr, x, i), x, i)
+    assert len(plan.kernels) == 2
+    assert fusion.TAKEN in plan.splits.values()
+    for k in plan.kernels:  # the CUDA generator accepts both kernels
+        program.generate(k)
+    got = fr.asnumpy(f(fr, fr.asarray(x), fr.asarray(i)))
+    np.testing.assert_allclose(got, f(np, x, i), rtol=1e-12, atol=1e-12)
 
 
 def test_two_reductions_of_one_array_share_a_kernel():
