@@ -181,3 +181,11 @@ def test_batch_fails_when_one_program_does_and_needs_one_preamble():
     with pytest.raises(ValueError, match="preamble"):
         nvrtc.batch_source([BATCH_A, BATCH_B.replace("FR_HALF 0", "FR_HALF 1")])
     assert nvrtc.preamble(BATCH_A) == ("#define FR_HALF 0", '#include "fuseray_index.cuh"')
+
+
+def test_ptx_for_virtual_architectures_only():
+    ptx = nvrtc.compile_ptx(FP16_KERNEL, "k", "compute_80")
+    assert b".target sm_80" in ptx
+    with pytest.raises(ValueError, match="virtual"):
+        nvrtc.compile_ptx(FP16_KERNEL, "k", "sm_80")
+    assert b".target sm_90" in nvrtc.compile_batch([BATCH_A], "batch", "compute_90")

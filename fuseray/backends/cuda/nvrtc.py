@@ -31,6 +31,7 @@ __all__ = [
     "batch_source",
     "compile_batch",
     "compile_cubin",
+    "compile_ptx",
     "headers_digest",
     "include_dirs",
     "kernels_dir",
@@ -43,6 +44,7 @@ DEFAULT_OPTIONS = ("--std=c++17", "-default-device")
 # Real architectures only: "sm_90", "sm_90a", "sm_100f". "compute_XY" would yield PTX (and an empty
 # CUBIN), which is exactly what we must never hand to a possibly older driver.
 _ARCH = re.compile(r"sm_\d{2,3}[af]?")
+_VIRTUAL_ARCH = re.compile(r"compute_\d{2,3}[af]?")
 
 # Serialises program creation. NVRTC documents its API as thread-safe for distinct programs, but
 # creation is cheap and older releases were not reliable here, so one lock costs nothing measurable.
@@ -167,6 +169,10 @@ def build_options(arch: str, options: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The full NVRTC command line used by ``compile_cubin`` for ``arch`` and extra ``options``."""
     if not _ARCH.fullmatch(arch):
         raise ValueError(f"arch must be a real architecture like 'sm_90', got {arch!r}")
+    return _command_line(arch, options)
+
+
+def _command_line(arch: str, options: tuple[str, ...]) -> tuple[str, ...]:
     includes = tuple(f"-I{d}" for d in include_dirs())
     return (*DEFAULT_OPTIONS, f"--gpu-architecture={arch}", *includes, *options)
 
@@ -179,8 +185,20 @@ def compile_cubin(source: str, name: str, arch: str, options: tuple[str, ...] = 
     directories). Raises ``CompileError`` when NVRTC rejects the program or its options, and
     ``NVRTCError`` when any other NVRTC call fails.
     """
+    return _run(source, name, build_options(arch, options), _cubin)
+
+
+def compile_ptx(source: str, name: str, arch: str, options: tuple[str, ...] = ()) -> bytes:
+    """Compile ``source`` to PTX for a virtual architecture (``"compute_80"``): NVRTC's front end
+    and NVVM, without ptxas. For checking that a kernel compiles for an architecture, never for
+    loading (see the module's invariants); same arguments and errors as ``compile_cubin``."""
+    if not _VIRTUAL_ARCH.fullmatch(arch):
+        raise ValueError(f"arch must be a virtual architecture like 'compute_90', got {arch!r}")
+    return _run(source, name, _command_line(arch, options), _ptx)
+
+
+def _run(source: str, name: str, argv: tuple[str, ...], output) -> bytes:
     nvrtc = _nvrtc()
-    argv = build_options(arch, options)
     filename = name if name.endswith((".cu", ".cuh")) else f"{name}.cu"
     with _create_lock:
         program = _check(
@@ -188,21 +206,32 @@ def compile_cubin(source: str, name: str, arch: str, options: tuple[str, ...] = 
             "nvrtcCreateProgram",
         )
     try:
-        cubin = _compile(nvrtc, program, source, filename, argv)
+        _compile(nvrtc, program, source, filename, argv)
+        binary = output(nvrtc, program)
     except BaseException:
         # Destroy on the error path too, but report the original failure, not a secondary one.
         nvrtc.nvrtcDestroyProgram(program)
         raise
     _check(nvrtc.nvrtcDestroyProgram(program), "nvrtcDestroyProgram")
-    return cubin
+    return binary
 
 
-def _compile(nvrtc, program, source: str, filename: str, argv: tuple[str, ...]) -> bytes:
+def _compile(nvrtc, program, source: str, filename: str, argv: tuple[str, ...]) -> None:
     (status,) = nvrtc.nvrtcCompileProgram(program, len(argv), [a.encode() for a in argv])
     if status != 0:
         # The log names the problem (syntax error, unknown option); fall back to the status name.
         log = _program_log(nvrtc, program) or _result_name(status)
         raise CompileError(log, source, filename, argv)
+
+
+def _ptx(nvrtc, program) -> bytes:
+    size = _check(nvrtc.nvrtcGetPTXSize(program), "nvrtcGetPTXSize")
+    ptx = bytearray(size)
+    _check(nvrtc.nvrtcGetPTX(program, ptx), "nvrtcGetPTX")
+    return bytes(ptx)
+
+
+def _cubin(nvrtc, program) -> bytes:
     size = _check(nvrtc.nvrtcGetCUBINSize(program), "nvrtcGetCUBINSize")
     if size == 0:
         # Cannot happen for an sm_XY target; guarded so that PTX can never slip through.
@@ -278,11 +307,13 @@ def batch_source(sources: Sequence[str]) -> str:
 def compile_batch(
     sources: Sequence[str], name: str, arch: str, options: tuple[str, ...] = ()
 ) -> bytes:
-    """Compile several programs as one NVRTC program (``batch_source``) to one CUBIN for ``arch``.
+    """Compile several programs as one NVRTC program (``batch_source``): one CUBIN for a real
+    ``arch`` (``"sm_90"``), PTX for a virtual one (``"compute_80"``, ``compile_ptx``).
 
     Parsing the headers and NVRTC's per-program setup are paid once for the batch, which is what
     makes compiling thousands of kernels affordable. Raises ``CompileError`` when any program
     fails; the log then names the batch's line numbers, so compile the programs one by one with
     ``compile_cubin`` to find and report the failing ones.
     """
-    return compile_cubin(batch_source(sources), name, arch, options)
+    to_binary = compile_ptx if arch.startswith("compute_") else compile_cubin
+    return to_binary(batch_source(sources), name, arch, options)
