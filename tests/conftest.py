@@ -12,9 +12,9 @@ import sys
 import pytest
 from hypothesis import HealthCheck, settings
 
-# With FUSERAY_COMPILE_ALL=1, every kernel any test plans is also compiled for sm_80 and sm_90
-# with NVRTC at the end of the session (tests/cuda/compile_all.py). It is off by default: the
-# op grid plans thousands of kernels; CI's compile check is tests/cuda/test_codegen.py.
+# Every kernel any test plans is also compiled by NVRTC for sm_80 and sm_90, in worker processes
+# while the tests run; the session's last test item reports the result
+# (tests/cuda/compile_all.py). FUSERAY_COMPILE_ALL=0 turns it off for quick local runs.
 sys.path.insert(0, str(pathlib.Path(__file__).parent / "cuda"))
 pytest_plugins = ["compile_all"]
 
