@@ -116,6 +116,31 @@ def test_a_take_of_computed_rows_reads_them_from_memory(case):
     np.testing.assert_allclose(got, f(np, x, i), rtol=1e-12, atol=1e-12)
 
 
+def test_consecutive_scatters_read_the_earlier_one_from_memory(recwarn):
+    """x[i] += 1; x[j] = v: the second scatter kernel's old array is the first one's output
+    (both backends once took it for the scatter they compute)."""
+    from fuseray.backends.cuda import program
+    from fuseray.array import node_of
+
+    rng = np.random.default_rng(10)
+    steps = [rng.integers(-64, 64, 200) for _ in range(3)]
+    h0 = rng.standard_normal(64)
+    out = []
+    for xp in (np, fr):
+        hist = xp.array(h0)
+        for t, idx in enumerate(steps):
+            i = xp.asarray(idx)
+            hist[i] += 1.0
+            hist[i[::7]] = hist[i[::7]] * 0.5 + t
+        out.append(hist)
+    _, plan = fr.runtime.prepare([node_of(out[1])])
+    assert [k.kind for k in plan.kernels].count("scatter") == 6
+    for k in plan.kernels:
+        program.generate(k)
+    np.testing.assert_allclose(fr.asnumpy(out[1]), out[0], rtol=1e-12)
+    assert not [w for w in recwarn if "interpret" in str(w.message)]  # no backend fallback
+
+
 def test_two_reductions_of_one_array_share_a_kernel():
     m = np.random.default_rng(5).random((6, 8))
     plan = plan_of(lambda m: (m.sum(axis=1), m.max(axis=1), m.std(axis=1)), m)

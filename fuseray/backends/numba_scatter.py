@@ -24,7 +24,6 @@ import math
 import numpy as np
 
 from ..fusion import Kernel
-from ..ops import Kind
 from . import numba_pool
 from .numba_layout import F16, flat_of
 
@@ -98,7 +97,7 @@ def _flat2(value: np.ndarray, rows: int, nr: int) -> tuple[np.ndarray, int, int,
 
 def run(kernel: Kernel, env: dict, launch) -> None:
     """Compute the scatter of ``kernel`` into a new array ``env[node]``."""
-    (node,) = [n for n in kernel.nodes if n.kind is Kind.SCATTER]
+    node = kernel.stores[0].value  # nodes may also hold the old array: an earlier scatter
     old, idx, values = (_value(s, env) for s in node.src)
     n = node.shape[0]
     nr = math.prod(node.shape[1:])

@@ -36,8 +36,8 @@ pytestmark = [
 ]
 
 
-def check(body):
-    compare_outcomes(*run_both(body))
+def check(body, atol=None):
+    compare_outcomes(*run_both(body), atol=atol)
 
 
 def numpy_message(fn) -> str:
@@ -155,7 +155,8 @@ def test_take_fuses_into_reductions():
             xp.asarray(v)[(xs > 0).astype(np.int64) * 7],  # a take of one value per row
         )
 
-    check(body)
+    # float32 sums of 33 terms of size ~10 in another order: absolute error up to ~2e-5
+    check(body, atol=1e-4)
 
 
 def test_nonzero_and_where():
@@ -307,20 +308,25 @@ def test_out_of_bounds_write_raises_at_sync_and_writes_nothing(bad):
 
 def test_bounds_errors_surface_at_every_synchronisation_point():
     x = fr.asarray(np.arange(10.0))
-    bad = fr.asarray(np.array([4, 11]))
     message = re.escape("index 11 is out of bounds for axis 0 with size 10")
-    x[bad].compute()  # queued, not waited for
+
+    def bad():
+        # a new index array each time: x[i] of an array already computed is not computed again
+        # (its values are unspecified after the error, as a failed CUDA kernel's output is)
+        return fr.asarray(np.array([4, 11]))
+
+    x[bad()].compute()  # queued, not waited for
     with pytest.raises(IndexError, match=message):
         fr.synchronize()
-    x[bad].compute()
+    x[bad()].compute()
     with pytest.raises(IndexError, match=message):
         fr.cuda.Device().synchronize()
     stream = fr.cuda.Stream(non_blocking=True)
     with stream:
-        x[bad].compute()
+        x[bad()].compute()
     with pytest.raises(IndexError, match=message):
         stream.synchronize()
-    x[bad].compute()
+    x[bad()].compute()
     with pytest.raises(IndexError, match=message):
         x[fr.asarray(np.array([2]))].get()  # any copy to the host waits, so reports
     fr.synchronize()

@@ -324,8 +324,10 @@ def _scatter_model(m: KernelModel) -> KernelModel:
     """A scatter kernel: its operands (old array, 1-D index, values) are all read from memory
     (or are uniform scalars); its one output is the updated copy."""
     k = m.kernel
-    n = next((x for x in k.nodes if x.kind is Kind.SCATTER), None)
-    if n is None or len(k.stores) != 1 or n.src[1].ndim != 1:
+    # the store's value, not the first scatter in nodes: the old array may be an earlier
+    # kernel's scatter (x[i] = a; x[j] = b)
+    n = k.stores[0].value if len(k.stores) == 1 else None
+    if n is None or n.kind is not Kind.SCATTER or n.src[1].ndim != 1:
         raise CodegenError(f"{k.name}: a scatter kernel needs one scatter node with a 1-D index")
     m.scatter = n
     inputs = set(k.inputs)
