@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import dtypes, runtime
-from .array import _trace_state, leaf_node, ndarray, node_of
+from . import config, dtypes, runtime
+from .array import _trace_state, leaf_node, ndarray, node_of, tracing
 from .graph import Buffer, Node, rebuild
 
 # ---------------------------------------------------------------------------------------------
@@ -164,6 +164,9 @@ class Instance:
     roots: list[Node]  # optimised roots, one per array output
     plan: object
     out_slots: list[int | None]  # output i -> index into roots, or None (a non-array output)
+    # the backend's runner for repeated calls (runtime.direct_runner): None until the first
+    # run asks, False where there is none
+    direct: object = None
 
 
 class Jitted:
@@ -306,11 +309,19 @@ class Jitted:
         return self._run(trace, inst, leaves)
 
     def _run(self, trace: Trace, inst: Instance, leaves: list):
-        env = {}
-        for p, x in zip(inst.placeholders, leaves):
-            if p is not None:
-                env[p] = np.asarray(x, dtype=p.dtype) if p.op == "param" else x
-        values = runtime.execute(inst.plan, inst.roots, env)
+        values = None
+        direct = inst.direct
+        if direct is None:  # first run: does the backend have a direct runner for this plan?
+            direct = inst.direct = runtime.direct_runner(inst.plan, inst.roots,
+                                                         inst.placeholders) or False
+        if direct and config.device != "cpu" and tracing() is None:
+            values = direct(leaves)
+        if values is None:
+            env = {}
+            for p, x in zip(inst.placeholders, leaves):
+                if p is not None:
+                    env[p] = np.asarray(x, dtype=p.dtype) if p.op == "param" else x
+            values = runtime.execute(inst.plan, inst.roots, env)
         # outputs are new buffer leaves (depth 0): wrapping them never flushes a graph
         outs = [o if slot is None else ndarray(leaf_node(values[slot]))
                 for o, slot in zip(trace.outputs, inst.out_slots)]

@@ -162,6 +162,14 @@ def execute(plan: fusion.Plan, roots: Sequence[Node], env: dict) -> list:
     return [value_of(r, env) for r in roots]
 
 
+def direct_runner(plan: fusion.Plan, roots: Sequence[Node], placeholders: Sequence):
+    """The backend's runner for repeated ``@jit`` calls of ``plan`` (``call(leaves)`` -> the
+    roots' values, or None to take ``execute``), or None where the backend has none."""
+    if not use_cuda():
+        return None
+    return cuda_backend().direct(plan, list(roots), list(placeholders))
+
+
 def value_of(root: Node, env: dict):
     return env[root] if root in env else root.value
 

@@ -9,6 +9,7 @@ kernel fails to write shows up as a mismatch.
 from __future__ import annotations
 
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +18,10 @@ import pytest
 
 import fuseray as fr
 from fuseray import config, dtypes
+
+# JAX (imported by the interop tests) would otherwise take 75% of the GPU's memory for itself,
+# and the out-of-memory and memory-reuse tests of this session would fail
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))

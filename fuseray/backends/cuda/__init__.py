@@ -12,7 +12,8 @@ devices, contexts, modules, launches), ``streams.py`` (current device and stream
 interop). Importing this package initialises nothing: CUDA is touched on first use only, and
 ``available()`` is the one probe.
 
-API for ``runtime.py``: ``available``, ``run(plan, env)``, ``place(obj, dtype)``, ``to_numpy``,
+API for ``runtime.py``: ``available``, ``run(plan, env)``, ``direct(plan, roots, placeholders)``
+(a runner for cached ``@jit`` calls of one-kernel plans), ``place(obj, dtype)``, ``to_numpy``,
 ``foreign_to_numpy``, ``current_device``, ``synchronize``. Without a GPU (tests):
 ``generate(kernel, arch)`` and ``compile_plan_sources(plan, arch)``.
 """
@@ -22,7 +23,15 @@ from __future__ import annotations
 import functools
 import warnings
 
-from .launch import current_device, foreign_to_numpy, place, run, synchronize, to_numpy
+from .launch import (
+    current_device,
+    direct,
+    foreign_to_numpy,
+    place,
+    run,
+    synchronize,
+    to_numpy,
+)
 from .model import CodegenError
 from .program import compile_plan_sources, generate
 
@@ -31,6 +40,7 @@ __all__ = [
     "available",
     "compile_plan_sources",
     "current_device",
+    "direct",
     "foreign_to_numpy",
     "generate",
     "place",

@@ -154,6 +154,16 @@ class Binding:
             if type(v) is not DeviceArray:
                 v = _as_device_array(v, stream)
             values.append(v)
+        # a region store writes into its target's buffer, made by an earlier piece or here
+        outs = [None if o[1] is None else env.get(o[0]) for o in self.outputs]
+        self.launch(values, [env[p] for p in self.params], outs, device_id, stream)
+        for o, out in zip(self.outputs, outs):
+            env[o[0]] = out
+
+    def launch(self, values: list, params: list, outs: list, device_id: int, stream) -> None:
+        """Run the kernel on ``values`` (device arrays, in ``bases`` order) and ``params`` (in
+        ``self.params`` order); ``outs`` holds each output's buffer or None, and None entries are
+        allocated here."""
         key = (device_id, *[v.strides for v in values])
         if key == self.last_key:
             st = self.last_state
@@ -174,22 +184,17 @@ class Binding:
                 )
             v.use_on(stream)
             args.append(v.ptr + off)
-        for target, region, dtype, strides, nbytes in self.outputs:
-            if region is None:
-                out = _empty(target.shape, dtype, stream, strides, nbytes)
-                env[target] = out
-                args.append(out.ptr)
-            else:
-                out = env.get(target)
-                if out is None:
-                    out = env[target] = _empty(target.shape, dtype, stream, strides, nbytes)
-                args.append(out.ptr + region.offset * dtype.itemsize)
+        for k, (target, region, dtype, strides, nbytes) in enumerate(self.outputs):
+            out = outs[k]
+            if out is None:
+                out = outs[k] = _empty(target.shape, dtype, stream, strides, nbytes)
+            args.append(out.ptr if region is None else out.ptr + region.offset * dtype.itemsize)
         if st.skip:
             return
         if self.model.bounds:  # takes or a scatter: they report bad indices to the device
             args.append(launch_index.bounds_record(device_id, stream))
             if self.model.scatter is not None:
-                tail = [*st.middle, *(env[p] for p in self.params)]
+                tail = [*st.middle, *params]
                 positions = self.model.space[0]
                 launch_index.run_scatter(st.program, st.launch, args, tail, positions, stream)
                 return
@@ -203,8 +208,7 @@ class Binding:
                 args.append(0)
                 args.append(0)
         args.extend(st.middle)
-        for p in self.params:
-            args.append(env[p])
+        args.extend(params)
         program = st.program
         driver.launch_prepared(program.function, st.dims, args, program.pack, stream.handle)
         del workspace  # its stream-ordered free follows the kernel on the same stream
@@ -315,6 +319,45 @@ def run(plan: Plan, env: dict) -> None:
         bindings = plan.backend_state["cuda"] = [binding_for(k) for k in plan.kernels]
     for binding in bindings:
         binding.run(env, device_id, stream)
+
+
+def direct(plan: Plan, roots: list, placeholders: list):
+    """A runner for a one-kernel plan called again and again by ``@jit``: ``call(leaves)``
+    launches the kernel straight from the call's leaf values (one per placeholder) and returns
+    the roots' device arrays, without the env dict, the backend dispatch and the plan walk of
+    ``run``. ``call`` returns None (the caller takes the general path) when a leaf is not a
+    device array; this returns None for plans it does not cover (several kernels, region stores,
+    bounds-checked takes and scatters, roots that are not stores of the kernel)."""
+    if len(plan.kernels) != 1:
+        return None
+    b = binding_for(plan.kernels[0])
+    if b.empty or b.model.bounds or any(o[1] is not None for o in b.outputs):
+        return None
+    targets = [o[0] for o in b.outputs]
+    if any(r not in targets for r in roots):
+        return None
+    slot = {p: i for i, p in enumerate(placeholders) if p is not None}
+    if any(p not in slot for p in b.params):
+        return None
+    sources = [(slot.get(base), base) for base in b.bases]  # no slot: a captured array
+    param_sources = [(slot[p], p.dtype) for p in b.params]
+    picks = [targets.index(r) for r in roots]
+    n_out = len(b.outputs)
+
+    def call(leaves: list):
+        values = []
+        for i, base in sources:
+            v = base.value if i is None else leaves[i]
+            if type(v) is not DeviceArray:
+                return None
+            values.append(v)
+        device_id = _current_device_id()
+        params = [np.asarray(leaves[i], dtype=dt) for i, dt in param_sources]
+        outs = [None] * n_out
+        b.launch(values, params, outs, device_id, streams.get_current_stream(device_id))
+        return [outs[k] for k in picks]
+
+    return call
 
 
 def c_strides_bytes(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
