@@ -26,6 +26,6 @@ fr.synchronize()
 pstats.Stats("/tmp/prof").sort_stats("tottime").print_stats(18)
 PY
 timeout "${BENCH_T:-200}" python3 benchmarks/gpu.py --repeat 10 --loop-blocks 2 \
-    --frameworks fuseray,cupy,cupy.fuse,torch,torch.compile,jax.jit \
+    --frameworks fuseray,fuseray.fast,numpy,cupy,cupy.fuse,torch,torch.compile,jax.jit \
     --json "$OUT/bench.json" --png "$OUT/bench.png" --markdown "$OUT/bench.md" > "$OUT/bench.log" 2>&1
 tail -n 30 "$OUT/bench.log"

@@ -257,8 +257,30 @@ class FuserayFW(Framework):
         return peak() if peak is not None else None
 
 
+class FuserayFastMathFW(FuserayFW):
+    """fuseray with ``fr.config.fast_math`` (NVRTC --use_fast_math: approximate transcendentals
+    and division, flush-to-zero), the trade torch.compile's and XLA's defaults make; the
+    rel_error column says what it costs."""
+
+    name = "fuseray.fast"
+
+    def make(self, workload):
+        fn = super().make(workload)
+        config = self.fr.config
+
+        def call(*args):
+            before, config.fast_math = config.fast_math, True
+            try:
+                return fn(*args)
+            finally:
+                config.fast_math = before
+
+        return call
+
+
 FRAMEWORKS = {
-    "fuseray": FuserayFW, "numpy": NumPyFW, "cupy": CuPyFW, "cupy.fuse": CuPyFuseFW,
+    "fuseray": FuserayFW, "fuseray.fast": FuserayFastMathFW, "numpy": NumPyFW, "cupy": CuPyFW,
+    "cupy.fuse": CuPyFuseFW,
     "torch": TorchFW, "torch.compile": TorchCompileFW, "jax.jit": JaxFW,
 }
 

@@ -65,7 +65,7 @@ _programs_lock = threading.Lock()
 
 
 def program_for(generated: Generated, device_id: int) -> Program:
-    key = (generated.source, device_id)
+    key = (generated.source, device_id, compile_options())  # fr.config.fast_math may change
     prog = _programs.get(key)
     if prog is None:
         prog = Program(generated, device_id)
