@@ -119,8 +119,8 @@ def test_a_take_of_computed_rows_reads_them_from_memory(case):
 def test_consecutive_scatters_read_the_earlier_one_from_memory(recwarn):
     """x[i] += 1; x[j] = v: the second scatter kernel's old array is the first one's output
     (both backends once took it for the scatter they compute)."""
-    from fuseray.backends.cuda import program
     from fuseray.array import node_of
+    from fuseray.backends.cuda import program
 
     rng = np.random.default_rng(10)
     steps = [rng.integers(-64, 64, 200) for _ in range(3)]

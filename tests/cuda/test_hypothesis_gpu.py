@@ -1,0 +1,59 @@
+"""The random expression graphs of test_hypothesis.py on the GPU: every graph gives the NumPy
+interpreter's dtypes, shapes and values. ``FUSERAY_GPU_HYPOTHESIS_EXAMPLES`` sets how many (each
+new graph costs NVRTC compiles). Marked ``gpu``; skipped without one."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+import fuseray as fr
+from fuseray import config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from test_backend_gpu import _gpu  # noqa: E402
+from test_hypothesis import programs  # noqa: E402
+from test_numba_hypothesis import build  # noqa: E402
+
+from harness import assert_same  # noqa: E402
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not _gpu(), reason="needs an NVIDIA GPU, driver and NVRTC"),
+]
+
+
+def compute_on(device: str, leaves, steps) -> list[np.ndarray] | None:
+    old = config.device, config.cpu_backend
+    config.device, config.cpu_backend = device, "numpy"
+    try:
+        values = build(leaves, steps)
+        with np.errstate(all="ignore"):
+            try:
+                fr.compute(*values)
+                return [fr.asnumpy(v) for v in values]
+            except (IndexError, ValueError, ArithmeticError):
+                return None  # data-dependent errors: test_hypothesis checks them
+    finally:
+        config.device, config.cpu_backend = old
+
+
+@settings(max_examples=int(os.environ.get("FUSERAY_GPU_HYPOTHESIS_EXAMPLES", "60")),
+          deadline=None, suppress_health_check=list(HealthCheck))
+@given(programs())
+def test_random_graphs_on_the_gpu_match_the_interpreter(program):
+    leaves, steps = program
+    want = compute_on("cpu", leaves, steps)
+    got = compute_on("cuda", leaves, steps)
+    if want is None:
+        assert got is None
+        return
+    assert got is not None, "the GPU raised where the interpreter did not"
+    for w, g in zip(want, got):
+        f16 = w.dtype == np.float16
+        assert_same(w, g, rtol=3e-3 if f16 else 1e-5, atol=1e-3 if f16 else 1e-6)
