@@ -141,6 +141,31 @@ def test_consecutive_scatters_read_the_earlier_one_from_memory(recwarn):
     assert not [w for w in recwarn if "interpret" in str(w.message)]  # no backend fallback
 
 
+def test_a_lazy_stencil_loop_reuses_its_kernels():
+    """u = 0.25 * concatenate([u[:1], u[:-2] + u[2:], u[-1:]]) + 0.5 * u, step after step: the
+    views must not pull every earlier step into each kernel (a new source, and a new compile, per
+    step); the set of distinct kernels stops growing."""
+    import collections
+
+    from fuseray import runtime
+    from fuseray.array import node_of
+
+    def names(steps):
+        u = fr.asarray(np.random.default_rng(9).standard_normal(256))
+        for _ in range(steps):
+            u = 0.25 * fr.concatenate([u[:1], u[:-2] + u[2:], u[-1:]]) + 0.5 * u
+        _, plan = runtime.prepare([node_of(u)])
+        return collections.Counter(k.name for k in plan.kernels), u
+
+    few, _ = names(40)
+    many, u = names(80)
+    assert set(many) == set(few) and len(many) < 40
+    want = np.random.default_rng(9).standard_normal(256)
+    for _ in range(80):
+        want = 0.25 * np.concatenate([want[:1], want[:-2] + want[2:], want[-1:]]) + 0.5 * want
+    np.testing.assert_allclose(u.get(), want, rtol=1e-12)
+
+
 def test_two_reductions_of_one_array_share_a_kernel():
     m = np.random.default_rng(5).random((6, 8))
     plan = plan_of(lambda m: (m.sum(axis=1), m.max(axis=1), m.std(axis=1)), m)
