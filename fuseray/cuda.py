@@ -21,3 +21,13 @@ def is_available() -> bool:
     from . import runtime
 
     return runtime.cuda_backend() is not None
+
+
+def kernel_cache_stats() -> dict[str, int]:
+    """Counters of the kernel cache (memory hits, disk hits, NVRTC compiles, ...): a new array
+    size, for instance, adds no compile. Works without a GPU (the counters stay at zero)."""
+    import dataclasses
+
+    from .backends.cuda.cache import default_cache
+
+    return dataclasses.asdict(default_cache().stats)

@@ -103,15 +103,11 @@ class Cone:
     nodes: list[Node]  # elementwise nodes to evaluate, sources first
     accesses: list[Node]  # movement chains or bases read from memory or constants
     reads: list[tuple[Node, Node]]  # (base, access head) for every non-leaf base reached
+    gathered: set[Node] = field(default_factory=set)  # bases its takes read at computed positions
 
 
+ANCHOR_WINDOW = 256  # the most recent groups an elementwise store may join (see anchor_elementwise)
 TAKEN = "read at computed positions by a take (x[indices]): only memory holds them"
-
-
-def gathered_bases(c: Cone) -> set[Node]:
-    """The bases ``c``'s takes read at computed positions: they must be stored by an earlier
-    kernel, never computed in the one that takes from them."""
-    return {movement_chain(t.src[0])[0] for t in c.nodes if t.kind is Kind.GATHER}
 
 
 def cone(value: Node, materialised: set[Node]) -> Cone:
@@ -129,7 +125,10 @@ def cone(value: Node, materialised: set[Node]) -> Cone:
         base, _ = movement_chain(n)
         if base.op not in LEAF_OPS:
             reads.append((base, n))
-    return Cone(nodes, accesses, reads)
+    # the bases takes read at computed positions: stored by an earlier kernel, never computed
+    # in the one that takes from them
+    gathered = {movement_chain(t.src[0])[0] for t in nodes if t.kind is Kind.GATHER}
+    return Cone(nodes, accesses, reads, gathered)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,7 +213,7 @@ class Planner:
         """Can ``g`` compute ``value`` (whose cone is ``c``) at ``level``?"""
         if g.closed or g.scatter is not None:  # a scatter kernel computes nothing else
             return False
-        gathered = gathered_bases(c)
+        gathered = c.gathered
         for base, head in c.reads:
             if base in gathered and (base not in self.materialised or self.owner.get(base) is g):
                 return False
@@ -240,7 +239,7 @@ class Planner:
 
     def settle_reads(self, g: Group, c: Cone, reason: str | None = None) -> None:
         """Materialise every non-leaf base of ``c`` that ``g`` does not compute itself."""
-        gathered = gathered_bases(c)
+        gathered = c.gathered
         for base, _ in c.reads:
             if base in gathered:
                 self.materialise(base, TAKEN)
@@ -288,7 +287,12 @@ class Planner:
             # what e reads from memory is stored first, so e's kernel comes after its producers
             for base, _ in c.reads:
                 self.materialise(base, self.read_reason(base))
-            for cand in reversed(self.groups):
+            # a group before the last producer e reads cannot take e (try_join refuses it), and
+            # looking further back than ANCHOR_WINDOW groups only costs time (quadratic in long
+            # traces) for fusion a long trace does not need
+            first = max((self.owner[b].index for b, _ in c.reads if b in self.owner), default=0)
+            first = max(first, len(self.groups) - ANCHOR_WINDOW)
+            for cand in reversed(self.groups[first:]):
                 if cand.space == e.shape and not cand.axes and not cand.region and \
                         self.try_join(cand, e, c, "full"):
                     g = cand
@@ -408,9 +412,7 @@ class Planner:
             return self.scatter_kernel(g)
         # values stored by earlier kernels are read; one stored by a later kernel (an output
         # materialised after this group was formed) is recomputed here, so kernels run in order
-        elsewhere = {n for n in self.materialised
-                     if n.kind is not Kind.ELEMENTWISE and self.owner.get(n) is not g
-                     or n in self.owner and self.owner[n].index < g.index}
+        elsewhere = _StoredElsewhere(self, g)
         inside: set[Node] = set()
         inputs: list[Node] = []
         todo = [*g.reductions, *g.row, *g.full]
@@ -422,7 +424,7 @@ class Planner:
             if v.kind is Kind.REDUCE and self.group_of.get(v) is g:
                 todo.append(v.src[0])
                 continue
-            c = cone(v, elsewhere - {v} if v.kind is Kind.ELEMENTWISE else elsewhere)
+            c = cone(v, _StoredElsewhere(self, g, v) if v.kind is Kind.ELEMENTWISE else elsewhere)
             inside.update(c.nodes)
             for head in c.accesses:
                 base, chain = movement_chain(head)
@@ -452,6 +454,26 @@ class Planner:
             return True
         return n.shape != g.space and n.size == g.n_rows and n.kind is not Kind.LEAF \
             or n.kind is Kind.LEAF and n.shape != g.space and n.size == g.n_rows and n.size > 1
+
+
+class _StoredElsewhere:
+    """The materialised values that group ``g`` reads from memory, as a membership test (except
+    ``skip``): those of other kinds stored by other groups, and those stored by earlier groups.
+    Building this set for every kernel was quadratic in long traces (a 1000-step loop: 11,000
+    kernels x 4,000 stored values)."""
+
+    __slots__ = ("g", "planner", "skip")
+
+    def __init__(self, planner: Planner, g: Group, skip: Node | None = None):
+        self.planner, self.g, self.skip = planner, g, skip
+
+    def __contains__(self, n: Node) -> bool:
+        if n is self.skip or n not in self.planner.materialised:
+            return False
+        owner = self.planner.owner.get(n)
+        if n.kind is not Kind.ELEMENTWISE and owner is not self.g:
+            return True
+        return owner is not None and owner.index < self.g.index
 
 
 def _kernel(kind, g: Group, nodes, inputs, stores, row_level) -> Kernel:

@@ -296,3 +296,29 @@ def test_default_location_is_under_the_home_cache(monkeypatch, tmp_path):
     monkeypatch.delenv("FUSERAY_DISK_CACHE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     assert KernelCache().directory == tmp_path / ".cache" / "fuseray" / "cubin-v1"
+
+
+def test_public_stats_count_compiles_but_not_new_sizes(tmp_path, monkeypatch):
+    """fr.cuda.kernel_cache_stats() counts NVRTC compiles: a plan for a new size adds none."""
+    import numpy as np
+
+    import fuseray as fr
+    from fuseray import runtime
+    from fuseray.array import node_of
+    from fuseray.backends.cuda import program
+
+    monkeypatch.setattr(cache_mod, "_default", KernelCache(tmp_path))
+    keys = {"hits", "misses", "disk_hits", "compiles", "discarded"}
+    assert set(fr.cuda.kernel_cache_stats()) == keys
+
+    def compile_for(n):
+        x = fr.asarray(np.arange(n, dtype=np.float32))
+        _, plan = runtime.prepare([node_of(fr.cos(x) * 3.25 + x)])
+        program.compile_plan_sources(plan, "sm_90")
+
+    compile_for(1000)
+    before = fr.cuda.kernel_cache_stats()
+    assert before["compiles"] >= 1
+    compile_for(123457)
+    after = fr.cuda.kernel_cache_stats()
+    assert after["compiles"] == before["compiles"] and after["hits"] > before["hits"]
