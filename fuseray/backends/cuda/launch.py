@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import threading
-import weakref
 
 import numpy as np
 
@@ -274,22 +273,16 @@ class Binding:
         return _State(program, offsets, launch, tuple(middle), ws, skip)
 
 
-_bindings: dict[str, list[tuple[weakref.ref, Binding]]] = {}
-_bindings_lock = threading.Lock()
-
-
 def binding_for(kernel: Kernel) -> Binding:
-    """The binding of ``kernel`` (by identity, through a weak reference, keyed by its name)."""
-    entries = _bindings.get(kernel.name)
-    if entries:
-        for ref, b in entries:
-            if ref() is kernel:
-                return b
-    b = Binding(kernel)
-    with _bindings_lock:
-        entries = [e for e in _bindings.get(kernel.name, ()) if e[0]() is not None]
-        entries.append((weakref.ref(kernel), b))
-        _bindings[kernel.name] = entries
+    """The binding of ``kernel``, kept on the kernel itself: it lives exactly as long as the
+    plan. (A registry keyed by name held every binding, and through it every kernel and the
+    device arrays its nodes reference, and its lookup scanned them all: a lazy loop that flushed
+    11,000 kernels spent 0.9 ms per lookup on the H200, and leaked their memory.)"""
+    b = kernel.__dict__.get("_cuda_binding")
+    if b is None:
+        b = Binding(kernel)
+        # Kernel is a frozen dataclass: this is backend state next to it, not one of its fields
+        object.__setattr__(kernel, "_cuda_binding", b)
     return b
 
 
