@@ -31,3 +31,23 @@ def kernel_cache_stats() -> dict[str, int]:
     from .backends.cuda.cache import default_cache
 
     return dataclasses.asdict(default_cache().stats)
+
+
+def peak_memory(device=None) -> int:
+    """Bytes of device memory fuseray held at most at once (its pool's high-water mark) on
+    ``device`` (default: the current one) since ``reset_peak_memory``."""
+    from .backends.cuda import memory
+
+    return memory.peak_bytes(_device_id(device))
+
+
+def reset_peak_memory(device=None) -> None:
+    from .backends.cuda import memory
+
+    memory.reset_peak(_device_id(device))
+
+
+def _device_id(device) -> int:
+    if device is None:
+        return get_current_device().id
+    return device if isinstance(device, int) else Device(device).id

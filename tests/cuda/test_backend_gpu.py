@@ -606,6 +606,19 @@ def test_arrays_past_two_to_the_31():
     assert int(u.argmax()) == int(host.view(np.uint8).argmax())
 
 
+def test_peak_memory_counts_what_a_pipeline_allocates():
+    n = 1 << 24
+    x = fr.asarray(np.ones(n, np.float32))
+    fr.synchronize()
+    fr.cuda.reset_peak_memory()
+    base = fr.cuda.peak_memory()
+    y = fr.exp(x) * 2 + x  # one fused kernel: its output is the only new allocation
+    y.compute()
+    fr.synchronize()
+    grown = fr.cuda.peak_memory() - base
+    assert 4 * n <= grown < 2 * 4 * n, grown
+
+
 def test_out_of_memory_recovers():
     with pytest.raises(MemoryError):
         (fr.zeros((2**42,), np.uint8) + 1).compute()

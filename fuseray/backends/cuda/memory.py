@@ -126,6 +126,19 @@ def _pool(device_id: int):
     return pool
 
 
+def peak_bytes(device_id: int) -> int:
+    """The most bytes fuseray's allocations held at once on ``device_id`` since the last
+    ``reset_peak`` (the pool's high-water mark; recycled small blocks count as held)."""
+    attr = cu.CUmemPool_attribute.CU_MEMPOOL_ATTR_USED_MEM_HIGH
+    return int(check(cu.cuMemPoolGetAttribute(_pool(device_id), attr), "cuMemPoolGetAttribute"))
+
+
+def reset_peak(device_id: int) -> None:
+    attr = cu.CUmemPool_attribute.CU_MEMPOOL_ATTR_USED_MEM_HIGH
+    check(cu.cuMemPoolSetAttribute(_pool(device_id), attr, cu.cuuint64_t(0)),
+          "cuMemPoolSetAttribute")
+
+
 # Small blocks are recycled by fuseray itself: a driver alloc/free pair costs about 2.5 us from
 # Python, most of a cached call's budget, while popping a list costs 0.1 us. A block freed with
 # last-use stream S may be handed to new work on S at once (stream order already puts that work
