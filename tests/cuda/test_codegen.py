@@ -545,3 +545,19 @@ def test_kernel_sizes_are_arguments_not_literals():
     for n in (3, 1021, 3 * 1021):
         assert str(n) not in body.replace("fr_idx", "")
     assert math.prod(x.shape) == 3063
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_fast_math_maps_libm_calls_to_intrinsics(monkeypatch, fast):
+    """fr.config.fast_math compiles with --use_fast_math and the CUDA headers that map sinf to
+    __sinf (-minimal leaves them out); the default stays precise."""
+    from fuseray.backends.cuda import nvrtc, program
+
+    monkeypatch.setattr(config, "fast_math", fast)
+    x = fr.asarray(np.ones(64, np.float32))
+    _, plan = runtime.prepare([(fr.sin(x) * 2 + fr.exp(x))._node])
+    name, src = program.generate(plan.kernels[0])
+    options = program.compile_options()
+    assert ("--use_fast_math" in options) is fast and ("-minimal" in options) is not fast
+    ptx = nvrtc.compile_ptx(src, name, "compute_90", options).decode()
+    assert ("sin.approx" in ptx) is fast

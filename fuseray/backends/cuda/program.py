@@ -52,8 +52,11 @@ def variant(m: KernelModel, layouts: list[Layout], store_layouts: list[Layout]) 
 def compile_options() -> tuple[str, ...]:
     """NVRTC options beyond nvrtc.py's defaults (part of every cache key)."""
     # -minimal leaves out NVRTC's implicit CUDA headers (the kernels include what they use):
-    # about 8 ms of every compile, on the new-kernel latency the benchmark reports.
-    return ("-minimal", "--use_fast_math") if config.fast_math else ("-minimal",)
+    # about 6 ms of every compile, on the new-kernel latency the benchmark reports. Fast math
+    # keeps them: they are where --use_fast_math maps sinf & co. to their intrinsics (on the
+    # H200's NVRTC 13.0, a -minimal kernel calling sinf compiled to the same CUBIN with and
+    # without it, and fast-math chain20 ran no faster than precise).
+    return ("--use_fast_math",) if config.fast_math else ("-minimal",)
 
 
 def assumed_layouts(
