@@ -152,3 +152,25 @@ def test_jit_parameters_are_packed(fake_gpu):
     env = {p: np.asarray(2.5, np.float32)}
     launch.binding_for(plan.kernels[0]).run(env, 0, FakeStream())
     assert fake_gpu[0][3][-1] == env[p]
+
+
+def test_direct_runner_goes_from_leaves_to_one_launch(fake_gpu, monkeypatch):
+    """launch.direct: a cached one-kernel @jit call launches straight from its leaf values;
+    plans it does not cover, and leaves that are not device arrays, take the general path."""
+    from fuseray.backends.cuda import streams
+
+    monkeypatch.setattr(launch, "_current_device_id", lambda: 0)
+    monkeypatch.setattr(streams, "get_current_stream", lambda device_id=None: FakeStream())
+    xs = [fr.asarray(np.full(16, k + 1.0, np.float32)) for k in range(3)]
+    leaves = [node_of(x) for x in xs]
+    roots, plan = runtime.prepare([node_of(xs[0] * xs[1] + xs[2])])
+    call = launch.direct(plan, roots, leaves)
+    values = [launch._as_device_array(leaf.value, FakeStream()) for leaf in leaves]
+    (out,) = call(values)
+    assert out.shape == (16,) and len(fake_gpu) == 1
+    args = fake_gpu[0][3]
+    assert args[:4] == [*(v.ptr for v in values), out.ptr] and args[4] == 16
+    assert call([leaf.value for leaf in leaves]) is None  # host arrays: the general path
+    assert len(fake_gpu) == 1
+    roots, plan = runtime.prepare([node_of(fr.concatenate([xs[0], xs[1] * 2]))])
+    assert len(plan.kernels) == 2 and launch.direct(plan, roots, leaves) is None  # two pieces
