@@ -38,16 +38,11 @@ def peak_memory(device=None) -> int:
     ``device`` (default: the current one) since ``reset_peak_memory``."""
     from .backends.cuda import memory
 
-    return memory.peak_bytes(_device_id(device))
+    return memory.peak_bytes(Device(device).id)
 
 
 def reset_peak_memory(device=None) -> None:
     from .backends.cuda import memory
 
-    memory.reset_peak(_device_id(device))
+    memory.reset_peak(Device(device).id)
 
-
-def _device_id(device) -> int:
-    if device is None:
-        return get_current_device().id
-    return device if isinstance(device, int) else Device(device).id
