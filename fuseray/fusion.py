@@ -239,11 +239,7 @@ class Planner:
 
     def settle_reads(self, g: Group, c: Cone, reason: str | None = None) -> None:
         """Materialise every non-leaf base of ``c`` that ``g`` does not compute itself."""
-        gathered = c.gathered
         for base, _ in c.reads:
-            if base in gathered:
-                self.materialise(base, TAKEN)
-                continue
             if self.group_of.get(base) is g and self.owner.get(base, g) is g:
                 continue
             self.materialise(base, reason or self.read_reason(base))
