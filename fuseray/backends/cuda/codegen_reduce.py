@@ -121,9 +121,7 @@ def cache_plan(m: KernelModel) -> CachePlan:
         # Registers bound these kernels, not arithmetic: softmax caching exp(x - max) as well as
         # x took 125 registers (16 warps per SM) and ran at 40% of the copy bandwidth.
         before.update(a.head for a in accesses)
-    order = [a.head for a in m.accesses if a.head in cached]
-    order += [n for n in m.computed if n in cached]
-    return CachePlan(cones, order)
+    return CachePlan(cones, [a.head for a in m.accesses if a.head in cached])
 
 
 def cached_itemsizes(m: KernelModel) -> tuple[int, ...]:
@@ -310,8 +308,8 @@ class _Gen:
 
     def cached_element(self, em: Emitter, p: int, sink, preloaded: list[Access]) -> None:
         """Element j of pass ``p`` in cached mode: earlier passes' values and this pass's
-        ``preloaded`` accesses from registers, other loads and nodes computed, and whatever a
-        later pass takes stored into the cache."""
+        ``preloaded`` accesses from registers (the preload loop filled the cache), other loads
+        and nodes computed."""
         m = self.m
         nodes, accesses, reused = self.plan.cones[p]
         loads = [a for a in accesses if a not in preloaded]
@@ -328,12 +326,7 @@ class _Gen:
             if self.guard:
                 value = f"{self.guard} ? {value} : {zero(a.dtype)}"
             em(f"const {c_type(a.dtype)} {a.name} = {value};")
-            if a.head in self.cached_set:
-                em(f"{a.name}_c[k] = {a.name};")
         emit_nodes(em, m, nodes, lambda s: m.refs[s].name, self.take)
-        for n in nodes:
-            if n in self.cached_set:
-                em(f"{m.temp(n)}_c[k] = {m.temp(n)};")
         sink(em, "j")
 
     def streaming(self, em: Emitter, nodes, accesses, sink) -> None:
