@@ -107,13 +107,17 @@ def _fast_args(args) -> tuple[tuple, list] | None:
     key, leaves = [], []
     for a in args:
         if type(a) is ndarray:
-            node = a._node
+            # an array with storage may have been written through a view since: node_of
+            # brings its node up to date
+            node = a._node if a._storage is None else node_of(a)
             if node.op != "buffer":
                 return None
             buf = node.arg[0]
             spec = buf.spec
             if spec is None:  # a buffer's value never changes: describe it once
                 v = buf.value
+                if v is None:  # a placeholder: an array of a function being traced
+                    return None
                 spec = buf.spec = (node.dtype, node.shape, _layout(v), type(v))
             key.append(spec)
             leaves.append(buf.value)
@@ -187,7 +191,9 @@ class Jitted:
         self._fast: dict = {}  # exact argument description -> (trace, instance): the hot path
         params = self.signature.parameters.values()
         plain = all(p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty for p in params)
-        self._n_params = len(self.signature.parameters) if plain else -1
+        # the fast path's test: calls with exactly this many positional arguments (never, with
+        # static arguments or parameters that bind differently)
+        self._n_params = len(self.signature.parameters) if plain and not static else -1
         self._lock = threading.RLock()
         self.trace_count = 0  # how often fn itself was called (tests: a new size must not retrace)
 
@@ -297,12 +303,12 @@ class Jitted:
 
     def __call__(self, *args, **kwargs):
         fast = None
-        if not kwargs and not self.static and len(args) == self._n_params:
+        if not kwargs and len(args) == self._n_params:
             fast = _fast_args(args)
             if fast is not None:
                 hit = self._fast.get(fast[0])
                 if hit is not None:
-                    return self._run(*hit, fast[1])
+                    return self._run(hit[0], hit[1], fast[1])
         trace, inst, leaves = self.lower(*args, **kwargs)
         if fast is not None:
             self._fast[fast[0]] = (trace, inst)
@@ -323,10 +329,11 @@ class Jitted:
                     env[p] = np.asarray(x, dtype=p.dtype) if p.op == "param" else x
             values = runtime.execute(inst.plan, inst.roots, env)
         # outputs are new buffer leaves (depth 0): wrapping them never flushes a graph
+        if trace.out_tree is None:  # a single output: the common case needs no rebuilding
+            slot = inst.out_slots[0]
+            return trace.outputs[0] if slot is None else ndarray(leaf_node(values[slot]))
         outs = [o if slot is None else ndarray(leaf_node(values[slot]))
                 for o, slot in zip(trace.outputs, inst.out_slots)]
-        if trace.out_tree is None:  # a single array: the common case needs no rebuilding
-            return outs[0]
         return unflatten(trace.out_tree, outs)
 
     def explain(self, *args, **kwargs) -> str:

@@ -166,3 +166,15 @@ def test_calls_leave_no_reference_cycles():
         assert len(gc.get_objects()) - before < 50  # outputs are freed at once, not by the gc
     finally:
         gc.enable()
+
+
+def test_a_call_sees_writes_through_a_view_of_its_argument():
+    # regression: the fast path read the argument's node without bringing it up to date, so a
+    # call after ``v[0] = ...`` on a view ``v`` of ``x`` computed from x's old values
+    f = fr.jit(lambda a: a * 2)
+    x = fr.asarray(np.ones(4, np.float32))
+    x.compute()
+    f(x)
+    v = x[:]
+    v[0] = 5
+    np.testing.assert_array_equal(f(x).get(), [10, 2, 2, 2])
