@@ -44,7 +44,18 @@ __all__ = [
 
 LEGACY_STREAM = 1  # CU_STREAM_LEGACY, the interop spelling of the legacy default stream
 
-_local = threading.local()
+
+class _ThreadState(threading.local):
+    """Each thread's current streams and ``with`` stacks, made empty on the thread's first
+    access (no AttributeError to catch: every launch reads ``streams``)."""
+
+    def __init__(self) -> None:
+        self.streams: dict[int, BaseStream] = {}  # device id -> stream chosen on this thread
+        self.stream_stack: list = []  # what each open ``with stream:`` replaced
+        self.contexts: list = []  # what each open ``with Device(i):`` replaced
+
+
+_local = _ThreadState()
 
 # Called with a stream object just before it is collected (an owned stream is destroyed right
 # after): memory.py returns the blocks it keeps filed under that stream, in that stream's order.
@@ -66,30 +77,6 @@ def on_synchronize(hook: Callable[[int, BaseStream | None], None]) -> None:
     """Run ``hook(device_id, stream)`` after every ``Stream.synchronize`` (``stream`` None after
     a ``Device.synchronize``)."""
     _sync_hooks.append(hook)
-
-
-def _context_stack() -> list:
-    try:
-        return _local.contexts
-    except AttributeError:
-        _local.contexts = stack = []
-        return stack
-
-
-def _stream_stack() -> list:
-    try:
-        return _local.stream_stack
-    except AttributeError:
-        _local.stream_stack = stack = []
-        return stack
-
-
-def _current_streams() -> dict[int, BaseStream]:
-    try:
-        return _local.streams
-    except AttributeError:
-        _local.streams = streams = {}
-        return streams
 
 
 def _device_id(device: int | Device | None) -> int:
@@ -125,11 +112,11 @@ class Device:
         # is not a primary one, and either must be restored exactly.
         previous = driver.current_context()
         self.use()
-        _context_stack().append(previous)
+        _local.contexts.append(previous)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        previous = _context_stack().pop()
+        previous = _local.contexts.pop()
         check(cu.cuCtxSetCurrent(previous), "cuCtxSetCurrent")
 
     def synchronize(self) -> None:
@@ -192,20 +179,20 @@ class BaseStream:
 
     def use(self) -> BaseStream:
         """Make this the current stream of its device for the calling thread."""
-        _current_streams()[self.device_id] = self
+        _local.streams[self.device_id] = self
         return self
 
     def __enter__(self) -> BaseStream:
         device = Device(self.device_id)
         device.__enter__()
-        streams = _current_streams()
-        _stream_stack().append(streams.get(self.device_id))
+        streams = _local.streams
+        _local.stream_stack.append(streams.get(self.device_id))
         streams[self.device_id] = self
         return self
 
     def __exit__(self, *exc: object) -> None:
-        previous = _stream_stack().pop()
-        streams = _current_streams()
+        previous = _local.stream_stack.pop()
+        streams = _local.streams
         if previous is None:
             streams.pop(self.device_id, None)
         else:
@@ -298,9 +285,12 @@ def get_current_stream(device: int | Device | None = None) -> BaseStream:
 
     Defaults to the device's legacy default stream.
     """
-    device_id = _device_id(device)
-    stream = _current_streams().get(device_id)
-    return stream if stream is not None else default_stream(device_id)
+    # every launch asks: the common cases (an int id, no stream chosen) are inlined
+    device_id = device if type(device) is int else Device(device).id
+    stream = _local.streams.get(device_id)
+    if stream is None:
+        stream = _default_streams.get(device_id) or default_stream(device_id)
+    return stream
 
 
 def as_stream(obj: object = None, device: int | Device | None = None) -> BaseStream:
