@@ -36,18 +36,22 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
 
 _SUCCESS = None  # CUresult.CUDA_SUCCESS, once the real bindings are imported
 _CONTEXT_BASE = 0xC7000  # device i's primary context handle is _CONTEXT_BASE + i
+_FUNCTION_BASE = 0xF00  # and its kernels' handle is _FUNCTION_BASE + i
 
 
 class FakeDriver:
-    """``cuda.bindings.driver`` for one thread and ``devices`` GPUs, without a driver.
+    """``cuda.bindings.driver`` for ``devices`` GPUs, without a driver.
 
     Calls answer ``(CUresult, *values)`` tuples of the real types; ``calls`` counts them by name.
+    Each thread has its own current context (none at first), and a launch is refused unless the
+    function's context is current, as the real driver does.
     """
 
     def __init__(self, real, call_ns: int, devices: int = 1) -> None:
@@ -57,11 +61,12 @@ class FakeDriver:
         self.call_ns = 0
         self.devices = devices
         self.calls: collections.Counter = collections.Counter()  # every call but the launch
-        self.launches: list = []  # the stream of each launch
-        self.current = 0  # the thread's current context handle (0: none)
-        self.pushed: list[int] = []
+        self.launches: list = []  # (device id, stream handle) of each launch
+        self._thread = threading.local()  # .current: context handle (0: none), .pushed: stack
+        self.devices_of = {_CONTEXT_BASE + i: i for i in range(devices)}  # context -> device
         self.next_ptr = 0x7F0000000000
-        self.call_ns = max(call_ns - self._overhead_ns(), 0)  # the fake's own cost counts too
+        if call_ns:  # the fake's own cost counts too
+            self.call_ns = max(call_ns - self._overhead_ns(), 0)
 
     def _overhead_ns(self) -> int:
         """What a fake call costs without waiting (the cheapest of a few batches)."""
@@ -93,6 +98,20 @@ class FakeDriver:
         self._call("cuDevicePrimaryCtxRetain")
         return (_SUCCESS, self._real.CUcontext(_CONTEXT_BASE + int(dev)))
 
+    @property
+    def current(self) -> int:
+        """The calling thread's current context handle (0: none)."""
+        return getattr(self._thread, "current", 0)
+
+    @current.setter
+    def current(self, handle: int) -> None:
+        self._thread.current = handle
+
+    def _pushed(self) -> list[int]:
+        if not hasattr(self._thread, "pushed"):
+            self._thread.pushed = []
+        return self._thread.pushed
+
     def cuCtxGetCurrent(self):
         self._call("cuCtxGetCurrent")
         return (_SUCCESS, self._real.CUcontext(self.current))
@@ -104,18 +123,31 @@ class FakeDriver:
 
     def cuCtxPushCurrent(self, ctx):
         self._call("cuCtxPushCurrent")
-        self.pushed.append(self.current)
+        self._pushed().append(self.current)
         self.current = int(ctx)
         return (_SUCCESS,)
 
     def cuCtxPopCurrent(self):
         self._call("cuCtxPopCurrent")
-        popped, self.current = self.current, self.pushed.pop()
+        popped = self.current
+        self.current = self._pushed().pop()
         return (_SUCCESS, self._real.CUcontext(popped))
 
     def cuCtxGetDevice(self):
         self._call("cuCtxGetDevice")
-        return (_SUCCESS, self._real.CUdevice(self.current - _CONTEXT_BASE))
+        current = self.current
+        if not current:
+            return (self._real.CUresult.CUDA_ERROR_INVALID_CONTEXT, None)
+        return (_SUCCESS, self._real.CUdevice(self.devices_of[current]))
+
+    def cuCtxCreate(self, params, flags, dev):
+        """A context that is not the primary one (another library's), pushed current."""
+        self._call("cuCtxCreate")
+        handle = _CONTEXT_BASE + 0x1000 + len(self.devices_of)
+        self.devices_of[handle] = int(dev)
+        self._pushed().append(self.current)
+        self.current = handle
+        return (_SUCCESS, self._real.CUcontext(handle))
 
     def cuCtxSynchronize(self):
         self._call("cuCtxSynchronize")
@@ -192,7 +224,11 @@ class FakeDriver:
 
     # -- the launch: free here, it is not the overhead this script measures -------------------
     def cuLaunchKernel(self, f, gx, gy, gz, bx, by, bz, shared, stream, params, extra):
-        self.launches.append(stream)
+        """Records ``(device id, stream handle)``; refused unless ``f``'s context is current."""
+        device_id = int(f) - _FUNCTION_BASE
+        if self.current != _CONTEXT_BASE + device_id:
+            return (self._real.CUresult.CUDA_ERROR_INVALID_CONTEXT,)
+        self.launches.append((device_id, int(stream)))
         return (_SUCCESS,)
 
 
@@ -222,7 +258,7 @@ def install(call_ns: int = 500, devices: int = 1, patch=setattr) -> FakeDriver:
         __slots__ = ("_ctx_int", "_shared_limit", "device_id", "handle", "name")
 
         def __init__(self, name: str, device_id: int) -> None:
-            self.handle = real.CUfunction(0xF00)
+            self.handle = real.CUfunction(_FUNCTION_BASE + device_id)
             self.name = name
             self.device_id = device_id
             self._ctx_int = _CONTEXT_BASE + device_id
@@ -290,9 +326,14 @@ def worker(args) -> dict:
     times = per_call(call, args.batch, args.repeat)
     calls = fake.calls - before
     launches = len(fake.launches)
+    # the fake launch's own cost (a real one is outside this measurement): taken off below
+    real = fake._real
+    launch_args = (real.CUfunction(_FUNCTION_BASE), 16, 1, 1, 256, 1, 1, 0, real.CUstream(0), 0, 0)
+    launch_us = min(per_call(lambda: fake.cuLaunchKernel(*launch_args), 5000, 5)) * 1e6
     return {
-        "median_us": statistics.median(times) * 1e6,
-        "min_us": min(times) * 1e6,
+        "median_us": statistics.median(times) * 1e6 - launch_us,
+        "min_us": min(times) * 1e6 - launch_us,
+        "fake_launch_us": launch_us,
         "driver_calls_per_call": {k: v / launches for k, v in sorted(calls.items())},
     }
 
@@ -327,7 +368,8 @@ def compare(args) -> None:
             got = json.loads(line)
             results[name].append(got["median_us"])
             print(f"round {r} {name}: {got['median_us']:.2f} us/call"
-                  f" (driver calls per call: {got['driver_calls_per_call']})", flush=True)
+                  f" (driver calls per call besides the launch:"
+                  f" {got['driver_calls_per_call']})", flush=True)
     base = statistics.median(results["base"])
     this = statistics.median(results["this"])
     print(f"median of round medians: base {base:.2f} us, this {this:.2f} us,"
@@ -354,7 +396,8 @@ def main() -> None:
     else:
         got = worker(args)
         print(f"small_triad, launch faked: {got['median_us']:.2f} us/call median"
-              f" (min {got['min_us']:.2f}); driver calls per call:"
+              f" (min {got['min_us']:.2f}; the fake launch's {got['fake_launch_us']:.2f} us"
+              f" taken off); driver calls per call besides the launch:"
               f" {got['driver_calls_per_call']}")
 
 

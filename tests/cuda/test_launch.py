@@ -1,10 +1,16 @@
 """The CUDA launch path without a GPU: a faked driver records each launch, so these tests check
 argument binding (count, order, packing types), output allocation, skipped empty launches, the
-split-reduction workspace, and that prepared state is reused across calls and sizes."""
+split-reduction workspace, and that prepared state is reused across calls and sizes.
+
+``fake_cuda`` goes one level lower: the whole backend (jit, memory pool, streams, contexts) runs on
+``benchmarks/overhead_local.py``'s fake driver, so cached ``@jit`` calls can be checked to launch
+on the current device and stream."""
 
 from __future__ import annotations
 
+import gc
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +23,7 @@ from fuseray.backends.cuda import driver, launch
 from fuseray.backends.cuda.memory import DeviceArray
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import overhead_local  # noqa: E402
 import workloads  # noqa: E402
 
 
@@ -174,3 +181,76 @@ def test_direct_runner_goes_from_leaves_to_one_launch(fake_gpu, monkeypatch):
     assert len(fake_gpu) == 1
     roots, plan = runtime.prepare([node_of(fr.concatenate([xs[0], xs[1] * 2]))])
     assert len(plan.kernels) == 2 and launch.direct(plan, roots, leaves) is None  # two pieces
+
+
+@pytest.fixture(params=[1, 2], ids=["one-gpu", "two-gpus"])
+def fake_cuda(request, monkeypatch):
+    """fuseray on a fake driver with one or two GPUs; ``.launches`` lists (device, stream)."""
+    fake = overhead_local.install(call_ns=0, devices=request.param, patch=monkeypatch.setattr)
+    yield fake
+    gc.collect()  # the test's arrays and streams go back to the fake before it is undone
+
+
+def triad_on_device(device_id: int = 0):
+    with fr.cuda.Device(device_id):
+        return [fr.asarray(np.full(64, k + 1.0, np.float32)) for k in range(3)]
+
+
+def test_cached_call_launches_on_the_current_stream(fake_cuda):
+    f = fr.jit(lambda a, b, c: a * b + c)
+    xs = triad_on_device(0)
+    f(*xs)
+    assert fake_cuda.launches[-1] == (0, 0)  # the legacy default stream
+    waits = fake_cuda.calls["cuStreamWaitEvent"]
+    with fr.cuda.Stream() as s:
+        out = f(*xs)
+    assert fake_cuda.launches[-1] == (0, s.ptr) and out._node.value.stream is s
+    assert fake_cuda.calls["cuStreamWaitEvent"] == waits + 3  # after the inputs' last use
+    f(*xs)
+    assert fake_cuda.launches[-1] == (0, 0)
+    foreign = fr.cuda.ExternalStream(0xABC000, 0)
+    foreign.use()
+    f(*xs)
+    assert fake_cuda.launches[-1] == (0, 0xABC000)
+    assert len(fake_cuda.launches) == 4 and f.trace_count == 1
+
+
+def test_cached_call_follows_the_current_device(fake_cuda):
+    if driver.device_count() < 2:
+        pytest.skip("needs two (fake) GPUs")
+    f = fr.jit(lambda a, b, c: a * b + c)
+    on0, on1 = triad_on_device(0), triad_on_device(1)
+    f(*on0)
+    with fr.cuda.Device(1):
+        out = f(*on1)  # the same cached instance, now on device 1
+        assert fake_cuda.launches[-1] == (1, 0) and out.device == fr.cuda.Device(1)
+        with pytest.raises(ValueError, match="lives on CUDA device 0"):
+            f(*on0)
+        with fr.cuda.Stream() as s:
+            f(*on1)
+        assert fake_cuda.launches[-1] == (1, s.ptr)
+    f(*on0)
+    assert fake_cuda.launches[-1] == (0, 0) and f.trace_count == 1
+
+
+def test_cached_call_without_fuserays_context_current(fake_cuda):
+    """A thread with no context, and one with another library's context of the device: the
+    launch runs on the primary context, and the thread's own context is left as it was."""
+    f = fr.jit(lambda a, b, c: a * b + c)
+    xs = triad_on_device(0)
+    f(*xs)
+    seen = []
+
+    def body():
+        seen.append(fake_cuda.current)
+        f(*xs)
+        seen.append(fake_cuda.launches[-1])
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    assert seen == [0, (0, 0)]
+    cu = driver.cu
+    foreign = driver.check(cu.cuCtxCreate(None, 0, driver.device_handle(0)), "cuCtxCreate")
+    f(*xs)
+    assert fake_cuda.launches[-1] == (0, 0) and fake_cuda.current == int(foreign)

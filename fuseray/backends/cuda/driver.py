@@ -248,6 +248,7 @@ def device_props(device_id: int) -> DeviceProps:
 _context_lock = threading.Lock()
 _contexts: dict[int, object] = {}  # device id -> retained primary CUcontext
 _context_ints: dict[int, int] = {}  # device id -> int(handle), for cheap comparisons
+_context_devices: dict[int, int] = {}  # int(handle) -> device id: the launch path's lookup
 
 
 def primary_context(device_id: int):
@@ -264,6 +265,7 @@ def primary_context(device_id: int):
             if ctx is None:
                 ctx = check(cu.cuDevicePrimaryCtxRetain(dev), "cuDevicePrimaryCtxRetain")
                 _context_ints[device_id] = int(ctx)
+                _context_devices[int(ctx)] = device_id
                 _contexts[device_id] = ctx
     return ctx
 

@@ -82,25 +82,30 @@ class _State:
     """Everything about one (kernel, strides, device) that a launch reuses."""
 
     __slots__ = (
-        "offsets",
+        "shifts",
         "program",
         "launch",
         "middle",
         "ws_bytes",
         "skip",
+        "split",
         "splits",
         "dims",
     )
 
     def __init__(
-        self, program: Program, offsets, launch: Launch, middle, ws_bytes: int, skip: bool
+        self, program: Program, offsets, launch: Launch, middle, ws_bytes: int, skip: bool,
+        split: bool,
     ):
         self.program = program
-        self.offsets = offsets
+        # (argument index, byte offset) of the inputs whose first element is not at their
+        # pointer (views into a buffer); most calls have none
+        self.shifts = tuple((i, off) for i, off in enumerate(offsets) if off)
         self.launch = launch
         self.middle = middle
         self.ws_bytes = ws_bytes
         self.skip = skip
+        self.split = split  # a splittable reduction: takes a workspace and counters (or zeros)
         self.splits = launch.splits
         # cuLaunchKernel's grid, block and shared-memory arguments, ready to splat
         self.dims = (launch.grid[0], launch.grid[1], 1, launch.block[0], launch.block[1], 1,
@@ -135,8 +140,9 @@ class Binding:
         self.params = list(m.params)
         rows = math.prod(m.kernel.rows) if m.is_reduce else math.prod(m.space)
         self.empty = rows == 0  # nothing to compute: outputs are allocated, nothing compiled
+        self.bounds = m.bounds
         self.states: dict[tuple, _State] = {}
-        self.last_key: tuple | None = None
+        self.last_key: list | None = None  # [device id, strides of each input], as launch builds
         self.last_state: _State | None = None
 
     def run(self, env: dict, device_id: int, stream) -> None:
@@ -163,26 +169,27 @@ class Binding:
         """Run the kernel on ``values`` (device arrays, in ``bases`` order) and ``params`` (in
         ``self.params`` order); ``outs`` holds each output's buffer or None, and None entries are
         allocated here."""
-        key = (device_id, *[v.strides for v in values])
+        # One pass over the inputs checks their device, orders them on the stream, and reads
+        # their pointers and the strides that select the prepared state.
+        args = []
+        key = [device_id]
+        for v in values:
+            memory = v.memory
+            if memory.device_id != device_id:
+                raise ValueError(
+                    f"an input lives on CUDA device {memory.device_id}, but the"
+                    f" current device is {device_id}"
+                )
+            if memory.stream is not stream:  # use_on's own first test, without the call
+                v.use_on(stream)
+            args.append(v.ptr)
+            key.append(v.strides)
         if key == self.last_key:
             st = self.last_state
         else:
-            st = self.states.get(key)
-            if st is None:
-                st = self._prepare(values, device_id)
-                if len(self.states) > 64:
-                    self.states.clear()
-                self.states[key] = st
-            self.last_key, self.last_state = key, st
-        args = []
-        for v, off in zip(values, st.offsets):
-            if v.memory.device_id != device_id:
-                raise ValueError(
-                    f"an input lives on CUDA device {v.memory.device_id}, but the"
-                    f" current device is {device_id}"
-                )
-            v.use_on(stream)
-            args.append(v.ptr + off)
+            st = self._state(tuple(key), values, device_id)
+        for i, shift in st.shifts:
+            args[i] += shift
         for k, (target, region, dtype, strides, nbytes) in enumerate(self.outputs):
             out = outs[k]
             if out is None:
@@ -190,7 +197,7 @@ class Binding:
             args.append(out.ptr if region is None else out.ptr + region.offset * dtype.itemsize)
         if st.skip:
             return
-        if self.model.bounds:  # takes or a scatter: they report bad indices to the device
+        if self.bounds:  # takes or a scatter: they report bad indices to the device
             args.append(launch_index.bounds_record(device_id, stream))
             if self.model.scatter is not None:
                 tail = [*st.middle, *params]
@@ -198,7 +205,7 @@ class Binding:
                 launch_index.run_scatter(st.program, st.launch, args, tail, positions, stream)
                 return
         workspace = None
-        if self.model.is_reduce and st.program.generated.splittable:
+        if st.split:
             if st.splits > 1:
                 workspace = _empty((st.ws_bytes,), np.uint8, stream)
                 args.append(workspace.ptr)
@@ -206,11 +213,23 @@ class Binding:
             else:
                 args.append(0)
                 args.append(0)
-        args.extend(st.middle)
-        args.extend(params)
+        args += st.middle
+        args += params
         program = st.program
         driver.launch_prepared(program.function, st.dims, args, program.pack, stream.handle)
         del workspace  # its stream-ordered free follows the kernel on the same stream
+
+    def _state(self, key: tuple, values: list[DeviceArray], device_id: int) -> _State:
+        """The prepared state for ``key`` (device id, then each input's strides), made on first
+        use; it becomes the one the next call compares against first."""
+        st = self.states.get(key)
+        if st is None:
+            st = self._prepare(values, device_id)
+            if len(self.states) > 64:
+                self.states.clear()
+            self.states[key] = st
+        self.last_key, self.last_state = list(key), st
+        return st
 
     def _prepare(self, values: list[DeviceArray], device_id: int) -> _State:
         m = self.model
@@ -270,7 +289,8 @@ class Binding:
         offsets = tuple(
             mem[a.index].offset * size for a, size in zip(self.memory_accesses, self.itemsizes)
         )
-        return _State(program, offsets, launch, tuple(middle), ws, skip)
+        split = m.is_reduce and gen.splittable
+        return _State(program, offsets, launch, tuple(middle), ws, skip, split)
 
 
 def binding_for(kernel: Kernel) -> Binding:
@@ -292,13 +312,18 @@ def binding_for(kernel: Kernel) -> Binding:
 
 
 def _current_device_id() -> int:
-    """The current device (``cudaGetDevice``'s rule), from one driver call when the thread's
-    context is a primary context fuseray has retained (the common case)."""
+    """The current device (``cudaGetDevice``'s rule). Asked on every launch: any library may
+    switch the thread's context between two calls."""
+    if driver._device_count == 1:
+        # One visible GPU is the current device whatever context the thread has (none, or
+        # another library's), so no driver call is needed. A launch the driver then refuses for
+        # want of fuseray's context is retried under ContextScope (driver.launch_prepared).
+        return 0
     status, ctx = driver.cu.cuCtxGetCurrent()
     if not status:
-        for device_id, handle in driver._context_ints.items():
-            if handle == int(ctx):
-                return device_id
+        device_id = driver._context_devices.get(int(ctx))
+        if device_id is not None:  # a primary context fuseray has retained: the common case
+            return device_id
     return driver.current_device()
 
 
@@ -333,8 +358,12 @@ def direct(plan: Plan, roots: list, placeholders: list):
     if any(p not in slot for p in b.params):
         return None
     sources = [(slot.get(base), base) for base in b.bases]  # no slot: a captured array
-    param_sources = [(slot[p], p.dtype) for p in b.params]
+    # scalars become NumPy scalars of the parameter's dtype (NumPy's conversion and overflow
+    # rules), which the argument packing takes as they are
+    param_sources = [(slot[p], p.dtype.type) for p in b.params]
     picks = [targets.index(r) for r in roots]
+    if picks == list(range(len(targets))):
+        picks = None  # the roots are the outputs, in order: return them as they are
     n_out = len(b.outputs)
 
     def call(leaves: list):
@@ -345,10 +374,10 @@ def direct(plan: Plan, roots: list, placeholders: list):
                 return None
             values.append(v)
         device_id = _current_device_id()
-        params = [np.asarray(leaves[i], dtype=dt) for i, dt in param_sources]
+        params = [convert(leaves[i]) for i, convert in param_sources] if param_sources else []
         outs = [None] * n_out
         b.launch(values, params, outs, device_id, streams.get_current_stream(device_id))
-        return [outs[k] for k in picks]
+        return outs if picks is None else [outs[k] for k in picks]
 
     return call
 
@@ -358,13 +387,12 @@ def c_strides_bytes(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
 
 
 def _empty(shape: tuple[int, ...], dtype, stream, strides=None, nbytes=None) -> DeviceArray:
-    """A C-contiguous device array allocated on ``stream`` (the hot path's allocator: shape,
-    strides and size come precomputed from the binding)."""
-    dtype = np.dtype(dtype)
-    shape = tuple(shape)
+    """A C-contiguous device array allocated on ``stream``. The hot path passes what a binding
+    precomputed (a shape tuple, an ``np.dtype``, byte strides and size) and skips normalising."""
     if strides is None:
+        dtype = np.dtype(dtype)
+        shape = tuple(shape)
         strides = c_strides_bytes(shape, dtype.itemsize)
-    if nbytes is None:
         nbytes = math.prod(shape) * dtype.itemsize
     mem = DeviceMemory(nbytes, stream)
     return DeviceArray._wrap(mem.ptr, shape, strides, dtype, mem)
