@@ -59,7 +59,7 @@ class Buffer:
 
 
 class Node:
-    __slots__ = ("op", "dtype", "shape", "src", "arg", "key", "depth", "_hash", "_value",
+    __slots__ = ("op", "dtype", "shape", "src", "arg", "_key", "depth", "_hash", "_value",
                  "__weakref__")
 
     op: str
@@ -69,9 +69,16 @@ class Node:
     arg: object
 
     def __init__(self, op, dtype, shape, src, arg, key, depth):
-        self.op, self.dtype, self.shape, self.src, self.arg = op, dtype, shape, src, arg
-        self.key, self.depth, self._value = key, depth, None
-        self._hash = hash(key)
+        self.op = op
+        self.dtype = dtype
+        self.shape = shape
+        self.src = src
+        self.arg = arg
+        self._key = key
+        self.depth = depth
+        self._value = None
+        # a buffer leaf's key is spelled on first use (see key); it hashes as its Buffer
+        self._hash = hash(key) if key is not None else hash(arg[0])
 
     @staticmethod
     def make(op: str, src: Sequence[Node] = (), arg=None, dtype=None) -> Node:
@@ -96,8 +103,18 @@ class Node:
     def buffer(buf: Buffer, shape: tuple[int, ...], dtype) -> Node:
         """The leaf for ``buf``. A Buffer is unique, so no equal node can exist: this skips the
         hash-consing table (it is on the hot path of every @jit call's outputs)."""
-        key = f"buffer-{buf.serial:x}"
-        return Node("buffer", np.dtype(dtype), shape, (), (buf, shape), key, 0)
+        if not isinstance(dtype, np.dtype):
+            dtype = np.dtype(dtype)
+        return Node("buffer", dtype, shape, (), (buf, shape), None, 0)
+
+    @property
+    def key(self) -> str:
+        """The structural digest that caches use. A buffer leaf's is spelled on first use: most
+        @jit outputs are never part of a larger graph, and spelling it cost each call about 0.2 us."""
+        key = self._key
+        if key is None:
+            key = self._key = f"buffer-{self.arg[0].serial:x}"
+        return key
 
     # Identity semantics: hash-consing makes structural equality and identity the same thing.
     __eq__ = object.__eq__
