@@ -559,7 +559,12 @@ def launch_prepared(
     otherwise, or if the driver refuses, ``launch`` makes the context current, raises the limit,
     and raises ``CUDAError`` naming what failed.
     """
-    params = pack.pack(args)
+    # ArgPack.pack, inlined: one Python call less on every cached launch
+    try:
+        values, params, _ = pack._local.buffers
+    except AttributeError:
+        values, params, _ = pack._new_buffers()
+    pack._format.pack_into(values, 0, *args)
     if dims[6] <= func._shared_limit:
         (status,) = cu.cuLaunchKernel(func.handle, *dims, stream, params, 0)
         if not status:

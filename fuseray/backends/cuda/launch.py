@@ -365,14 +365,22 @@ def direct(plan: Plan, roots: list, placeholders: list):
     if picks == list(range(len(targets))):
         picks = None  # the roots are the outputs, in order: return them as they are
     n_out = len(b.outputs)
+    # the usual case: the kernel reads exactly the call's leaves, in order
+    reads_leaves = [i for i, _ in sources] == list(range(len(placeholders)))
 
     def call(leaves: list):
-        values = []
-        for i, base in sources:
-            v = base.value if i is None else leaves[i]
-            if type(v) is not DeviceArray:
-                return None
-            values.append(v)
+        if reads_leaves:
+            values = leaves
+            for v in values:
+                if type(v) is not DeviceArray:
+                    return None
+        else:
+            values = []
+            for i, base in sources:
+                v = base.value if i is None else leaves[i]
+                if type(v) is not DeviceArray:
+                    return None
+                values.append(v)
         device_id = _current_device_id()
         params = [convert(leaves[i]) for i, convert in param_sources] if param_sources else []
         outs = [None] * n_out
