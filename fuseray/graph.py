@@ -110,7 +110,7 @@ class Node:
     @property
     def key(self) -> str:
         """The structural digest that caches use. A buffer leaf's is spelled on first use: most
-        @jit outputs are never part of a larger graph, and spelling it cost each call about 0.2 us."""
+        @jit outputs never join a larger graph, and spelling it cost each call about 0.2 us."""
         key = self._key
         if key is None:
             key = self._key = f"buffer-{self.arg[0].serial:x}"
