@@ -201,6 +201,11 @@ def test_cached_call_launches_on_the_current_stream(fake_cuda):
     xs = triad_on_device(0)
     f(*xs)
     assert fake_cuda.launches[-1] == (0, 0)  # the legacy default stream
+    calls = sum(fake_cuda.calls.values())
+    f(*xs)
+    # with one GPU, a cached call asks the driver nothing but the launch (the current device is
+    # that GPU); with two, the current context
+    assert sum(fake_cuda.calls.values()) == calls + (driver.device_count() > 1)
     waits = fake_cuda.calls["cuStreamWaitEvent"]
     with fr.cuda.Stream() as s:
         out = f(*xs)
@@ -212,7 +217,7 @@ def test_cached_call_launches_on_the_current_stream(fake_cuda):
     foreign.use()
     f(*xs)
     assert fake_cuda.launches[-1] == (0, 0xABC000)
-    assert len(fake_cuda.launches) == 4 and f.trace_count == 1
+    assert len(fake_cuda.launches) == 5 and f.trace_count == 1
 
 
 def test_cached_call_follows_the_current_device(fake_cuda):
@@ -254,3 +259,15 @@ def test_cached_call_without_fuserays_context_current(fake_cuda):
     foreign = driver.check(cu.cuCtxCreate(None, 0, driver.device_handle(0)), "cuCtxCreate")
     f(*xs)
     assert fake_cuda.launches[-1] == (0, 0) and fake_cuda.current == int(foreign)
+
+
+def test_cached_call_packs_scalar_arguments_in_the_parameters_dtype(fake_cuda):
+    f = fr.jit(lambda a, s, k: a * s + k)
+    (x,) = triad_on_device(0)[:1]
+    for s, k in ((2.5, 3), (-1.25, 7)):
+        out = f(x, s, k)
+        binding = launch.binding_for(f.lower(x, s, k)[1].plan.kernels[0])
+        pack = binding.last_state.program.pack
+        packed = pack._format.unpack_from(pack._local.buffers[0])
+        assert packed[-2:] == (s, k) and pack.types[-2:] == ("float64", "int64")
+    assert out.dtype == np.float32 and f.trace_count == 1 and len(fake_cuda.launches) == 2

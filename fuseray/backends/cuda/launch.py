@@ -15,6 +15,9 @@ Invariants:
   the index width; sizes never are, so a new size reuses the CUBIN (it only re-derives the state).
 - Work is ordered on ``get_current_stream()``: every input is declared used there first
   (``DeviceArray.use_on``), so arrays last used on another stream are waited for.
+- The current device and stream are looked up on every launch, never cached: any library may
+  switch the thread's context, and ``with stream:`` the stream, between two calls. The lookup is
+  one driver call (none when one GPU is visible) and a dictionary read.
 - Split reductions use a per-(device, stream) array of completion counters that every kernel
   leaves zeroed; launches on one stream run in order, so they never share a counter at once.
 - Nothing here holds a kernel (or the arrays its nodes reference) alive: bindings are looked up
