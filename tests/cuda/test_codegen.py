@@ -347,13 +347,15 @@ def test_layout_classes():
     neg = flat_layout((View((4,), (-1,), 3),))
     assert neg.cls == ("s",) and neg.offset == 3
     inner = split_layout((View.contiguous((6, 8)),), (1,))
-    assert inner.cls == ("x", "l", "l") and inner.ints == (8, 1)
+    assert inner.cls == ("x", "l", "1") and inner.ints == (8,)  # unit strides are compiled in
     col = split_layout((View.contiguous((6, 8)),), (0,))
-    assert col.cls == ("x", "l", "l") and col.ints == (1, 8)
+    assert col.cls == ("x", "1", "l") and col.ints == (8,)
     mid = split_layout((View.contiguous((3, 4, 5)),), (1,))
     assert mid.cls == ("x", "s", "l") and mid.ints == (20, 1, 5)
     bcast = split_layout((View((6, 8), (0, 1), 0),), (1,))
-    assert bcast.cls == ("x", "l", "l") and bcast.ints == (0, 1)
+    assert bcast.cls == ("x", "l", "1") and bcast.ints == (0,)
+    strided = split_layout((View((6, 8), (16, 2), 0),), (1,))
+    assert strided.cls == ("x", "l", "l") and strided.ints == (16, 2)
 
 
 def test_masked_views_are_strided_with_bounds():

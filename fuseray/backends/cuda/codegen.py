@@ -219,6 +219,8 @@ def zero(dtype) -> str:
 
 
 def _part_names(prefix: str, part: str, cls: str, n: int) -> list[str]:
+    if cls == "1":
+        return []
     if cls == "l":
         return [f"{prefix}_{part}l"]
     return [f"{prefix}_{part}s{i}" for i in range(n)]

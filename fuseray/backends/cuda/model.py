@@ -568,8 +568,11 @@ def flat_layout(views: tuple[View, ...]) -> Layout:
 def split_layout(views: tuple[View, ...], axes: tuple[int, ...]) -> Layout:
     """Addressing of a full-level access of a reduction: offset = row part(r) + reduced part(j).
 
-    Each part is ("l") linear: r * s (or j * s), or ("s") strided: the row's (or the reduced
-    index's) unravelled coordinates dotted with strides. A stack adds ("v", ranks) descents.
+    Each part is ("1") unit: r (or j), ("l") linear: r * s (or j * s), or ("s") strided: the
+    row's (or the reduced index's) unravelled coordinates dotted with strides. A stack adds ("v",
+    ranks) descents. Unit parts are compiled in (contiguous rows are the common case): their
+    address arithmetic folds into immediate offsets, where a run-time stride costs a multiply
+    and a register per element of a row kernel's unrolled loops.
     """
     top = views[-1]
     nd = len(top.shape)
@@ -584,6 +587,8 @@ def split_layout(views: tuple[View, ...], axes: tuple[int, ...]) -> Layout:
         if s is None:
             parts.append("s")
             ints.extend(strides)
+        elif s == 1:
+            parts.append("1")
         else:
             parts.append("l")
             ints.append(s)
