@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import cProfile
 import pstats
+import re
 import statistics
 import sys
 import time
@@ -294,9 +295,12 @@ def probe_chain20() -> None:
     report("chain20 Binding.run (no jit)", timed(run), 8 * N)
     for label, edit, opts in (
         ("vector path off", lambda s: s.replace("if (fr_aligned", "if (false && fr_aligned"), ()),
-        ("--use_fast_math", lambda s: s, ("--use_fast_math",)),
+        ("--use_fast_math with -minimal", lambda s: s, ("--use_fast_math",)),
     ):
         swap_source(binding, edit, opts)
+        report(f"chain20 generated, {label}", timed(run), 8 * N)
+    for label, base in (("precise, no -minimal", ()), ("--use_fast_math", ("--use_fast_math",))):
+        swap_source(binding, lambda s: s, base=base)
         report(f"chain20 generated, {label}", timed(run), 8 * N)
     out = fr.empty(N, np.float32).compute()
     want = np.asarray(chain(np.asarray(host[:1000], np.float64)))
@@ -323,13 +327,14 @@ def bound(node):
     return binding, lambda: binding.run({}, dev, stream)
 
 
-def swap_source(binding, edit, options=()) -> None:
-    """Recompile the binding's last-used kernel from ``edit(source)`` with extra NVRTC options."""
+def swap_source(binding, edit, options=(), base=("-minimal",)) -> None:
+    """Recompile the binding's last-used kernel from ``edit(source)`` with NVRTC options
+    ``base`` + ``options``."""
     st = binding.last_state
     gen = st.program.generated
     dev = driver.current_device()
     cubin = nvrtc.compile_cubin(edit(gen.source), gen.name, driver.device_props(dev).arch,
-                                ("-minimal", *options))
+                                (*base, *options))
     func = driver.load_function(dev, cubin, gen.name)
     prog = st.program.__class__.__new__(st.program.__class__)
     prog.generated, prog.function, prog.pack = gen, func, st.program.pack
@@ -558,7 +563,113 @@ def probe_fastmath() -> None:
         report(f"black_scholes {' '.join(opts) or 'precise'}", timed(run), 20 * N)
 
 
-SECTIONS = {"fastmath": probe_fastmath, "rows": probe_rows, "reduce": probe_reduce,
+def _unfull(s: str) -> str:
+    """A row kernel's cached passes without their slot tests (valid when every row fills the
+    cache exactly, as 1024-long rows of one warp do)."""
+    s = re.sub(r"k < fr_nk \? (.*?) : fr_zero<float>\(\);", r"\1;", s)
+    return s.replace("fr_active && k < fr_nk", "fr_active")
+
+
+def _frontier(s: str) -> str:
+    """Softmax: keep exp(x - max) from the sum pass for the store pass instead of recomputing."""
+    s = s.replace("float a0_c[32];", "float a0_c[32];\n      float t2_c[32];", 1)
+    head, sep, tail = s.partition("const float t3 = FrSum<float>::final")
+    head = head.replace("const float t2 = fr_exp(t1);\n", "const float t2 = fr_exp(t1);\n"
+                        "        t2_c[k] = t2;\n")
+    # the store pass of the cached branch only (the streaming branch follows "} else {")
+    cached, sep2, rest = tail.partition("} else {")
+    cached = re.sub(r"const float a0 = a0_c\[k\];\s*const float t1 = \(a0 - t0\);\s*"
+                    r"const float t2 = fr_exp\(t1\);", "const float t2 = t2_c[k];", cached)
+    return head + sep + cached + sep2 + rest
+
+
+def launch_to_numpy(value) -> np.ndarray:
+    from fuseray.backends.cuda import launch
+
+    return launch.to_numpy(value)
+
+
+def probe_rows2() -> None:
+    """The generated row kernels against edits of their cached passes."""
+    host = np.random.default_rng(1).standard_normal((ROWS, COLS), dtype=np.float32)
+    x = fr.asarray(host)
+    g = fr.asarray(np.random.default_rng(2).standard_normal(COLS, dtype=np.float32))
+    e = fr.exp(x - x.max(1, keepdims=True))
+    softmax = e / e.sum(1, keepdims=True)
+    mu = x.mean(1, keepdims=True)
+    layernorm = (x - mu) / fr.sqrt(x.var(1, keepdims=True) + 1e-5) * g
+    want = np.exp(host[:64] - host[:64].max(1, keepdims=True))
+    want /= want.sum(1, keepdims=True)
+    edits = {"as generated": lambda s: s, "no slot tests": _unfull,
+             "frontier": _frontier, "frontier, no slot tests": lambda s: _unfull(_frontier(s)),
+             "launch bounds 256,4": lambda s: s.replace("(512, 2)", "(256, 4)")}
+    for label, node in (("softmax", softmax), ("layernorm", layernorm)):
+        binding, run = bound(node._node)
+        src = binding.last_state.program.generated.source
+        for name, edit in edits.items():
+            if name.startswith("frontier") and label != "softmax":
+                continue
+            if edit(src) == src and name != "as generated":
+                print(f"{label} {name}: edit did not apply")
+                continue
+            swap_source(binding, edit)
+            report(f"{label} {name}", timed(run), 8 * N)
+            if label == "softmax":
+                env: dict = {}
+                binding.run(env, driver.current_device(), streams.get_current_stream())
+                out = next(v for v in env.values())
+                got = launch_to_numpy(out)[:64]
+                print(f"   max err {float(np.abs(got - want).max()):.1e}")
+
+
+def probe_ofc() -> None:
+    """NVRTC's -Ofast-compile levels: compile time of a new kernel and each workload's speed."""
+    import workloads
+
+    x1 = fr.asarray(np.ones(1 << 20, np.float32))
+    node = (fr.sin(x1) * 1.2345671 + x1)._node
+    name, src = program.generate(kernel_of(node))
+    arch = driver.device_props(driver.current_device()).arch
+    levels = [(), ("-Ofc=min",), ("-Ofc=mid",), ("-Ofc=max",)]
+    times = {lv: [] for lv in levels}
+    for rep in range(7):
+        for lv in levels:
+            t0 = time.perf_counter()
+            nvrtc.compile_cubin(src.replace(name, f"{name}r{rep}"), name, arch, ("-minimal", *lv))
+            times[lv].append(time.perf_counter() - t0)
+    for lv, ts in times.items():
+        print(f"new kernel NVRTC -minimal {' '.join(lv) or '(default)'}: "
+              f"{statistics.median(ts) * 1e3:.1f} ms")
+    rng = np.random.default_rng(0)
+    for wl, nbytes in (("triad", 16), ("gelu", 8), ("black_scholes", 20), ("softmax", 8),
+                       ("layernorm", 8), ("sumsq", 4), ("colsum", 4), ("chain20", 8)):
+        ins = [fr.asarray(a) for a in workloads.inputs(wl, N, rng)]
+        res = workloads.WORKLOADS[wl](fr, *ins)
+        res = res if isinstance(res, tuple) else (res,)
+        kernel = runtime.prepare([r._node for r in res])[1].kernels[0]
+        from fuseray.backends.cuda import launch
+
+        binding = launch.binding_for(kernel)
+        dev, stream = driver.current_device(), streams.get_current_stream()
+        run = lambda b=binding, d=dev, st=stream: b.run({}, d, st)  # noqa: E731
+        run()
+        programs = {}
+        for lv in levels[:2]:
+            swap_source(binding, lambda s: s, lv)
+            programs[lv] = binding.last_state.program
+        results: dict = {lv: [] for lv in programs}
+        for _ in range(3):  # interleaved: drift and noise hit both alike
+            for lv, prog in programs.items():
+                binding.last_state.program = prog
+                results[lv].append(timed(run, 10))
+        for lv, ts in results.items():
+            report(f"{wl} -minimal {' '.join(lv) or '(default)'} (median of 3 interleaved)",
+                   statistics.median(ts), nbytes * N)
+        del ins, res
+
+
+SECTIONS = {"rows2": probe_rows2, "ofc": probe_ofc, "fastmath": probe_fastmath,
+            "rows": probe_rows, "reduce": probe_reduce,
             "overhead": probe_overhead, "compile": probe_compile, "triad": probe_triad,
             "softmax": probe_softmax, "chain20": probe_chain20}
 
