@@ -343,65 +343,8 @@ class _Gen:
         emit_nodes(em, m, nodes, lambda s: m.refs[s].name, self.take)
         sink(em, "j")
 
-    def vector_width(self, accesses: list[Access]) -> int:
-        """Elements per 16-byte load for a streaming reduction pass whose every access is a
-        unit-stride row of one item size (sumsq, a row's sum), else 1."""
-        if not self.inner or not accesses or self.sink_layouts or self.m.gathers:
-            return 1
-        sizes = {a.dtype.itemsize for a in accesses}
-        lays = [self.layout[a.index] for a in accesses]
-        if len(sizes) != 1 or any(a.scalar is not None for a in accesses):
-            return 1
-        if any(lay.cls[0] != "x" or lay.cls[2] != "1" or lay.masks for lay in lays):
-            return 1
-        return max(1, min(8, 16 // sizes.pop()))
-
     def streaming(self, em: Emitter, nodes, accesses, sink) -> None:
-        """The pass over [fr_j0, fr_j1) straight from memory, ``unroll`` loads in flight: 16-byte
-        vectors where every row starts aligned (a hand float4 sumsq ran ~10% faster than
-        scalar loads on an H200), elements otherwise."""
-        vec = self.vector_width(accesses)
-        if vec == 1:
-            self.streaming_elements(em, nodes, accesses, sink)
-            return
-        u = self.s.unroll
-        checks = " && ".join(f"fr_aligned<{vec}>({a.name}_p + {a.name}_r + fr_j0)"
-                             for a in accesses)
-        em(f"if (fr_active && {checks}) {{")
-        em.depth += 1
-        em(f"const fr_idx fr_nv = (fr_j1 - fr_j0) / {vec};  // whole vectors")
-        with em.block(f"for (fr_idx v0 = fr_w; v0 < fr_nv; v0 += (fr_idx){u} * fr_W)"):
-            for a in accesses:
-                em(f"fr_vec<{c_type(a.dtype)}, {vec}> {a.name}_v[{u}];")
-            em("#pragma unroll")
-            with em.block(f"for (int u = 0; u < {u}; ++u)"):
-                em("const fr_idx v = v0 + (fr_idx)u * fr_W;")
-                with em.block("if (v < fr_nv)"):
-                    for a in accesses:
-                        em(f"{a.name}_v[u] = fr_load_vec<{vec}>({a.name}_p + {a.name}_r + "
-                           "fr_j0, v);")
-            em("#pragma unroll")
-            with em.block(f"for (int u = 0; u < {u}; ++u)"):
-                em("const fr_idx v = v0 + (fr_idx)u * fr_W;")
-                with em.block("if (v < fr_nv)"):
-                    em("#pragma unroll")
-                    with em.block(f"for (int l = 0; l < {vec}; ++l)"):
-                        em(f"const fr_idx j = fr_j0 + v * {vec} + l;")
-                        values = {a.index: f"{a.name}_v[u].v[l]" for a in accesses}
-                        self.element(em, "j", nodes, accesses, values, sink)
-        # the last partial vector's elements, one per thread
-        em(f"const fr_idx fr_jt = fr_j0 + fr_nv * {vec} + fr_w;")
-        with em.block("if (fr_jt < fr_j1)"):
-            em("const fr_idx j = fr_jt;")
-            self.element(em, "j", nodes, accesses, {}, sink)
-        em.depth -= 1
-        em("} else {")
-        em.depth += 1
-        self.streaming_elements(em, nodes, accesses, sink)
-        em.depth -= 1
-        em("}")
-
-    def streaming_elements(self, em: Emitter, nodes, accesses, sink) -> None:
+        """The pass over [fr_j0, fr_j1) straight from memory, ``unroll`` loads in flight."""
         u = self.s.unroll
         with em.block("if (fr_active)"):
             em("fr_idx fr_j = fr_j0 + fr_w;")
