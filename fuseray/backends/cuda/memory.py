@@ -133,6 +133,12 @@ def peak_bytes(device_id: int) -> int:
     return int(check(cu.cuMemPoolGetAttribute(_pool(device_id), attr), "cuMemPoolGetAttribute"))
 
 
+def used_bytes(device_id: int) -> int:
+    """The bytes fuseray's allocations hold on ``device_id`` now (recycled blocks included)."""
+    attr = cu.CUmemPool_attribute.CU_MEMPOOL_ATTR_USED_MEM_CURRENT
+    return int(check(cu.cuMemPoolGetAttribute(_pool(device_id), attr), "cuMemPoolGetAttribute"))
+
+
 def reset_peak(device_id: int) -> None:
     attr = cu.CUmemPool_attribute.CU_MEMPOOL_ATTR_USED_MEM_HIGH
     check(cu.cuMemPoolSetAttribute(_pool(device_id), attr, cu.cuuint64_t(0)),
