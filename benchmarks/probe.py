@@ -494,15 +494,20 @@ def probe_reduce() -> None:
     relaunch(binding, **saved)
 
 
-def probe_rows() -> None:
-    """Variants of the generated softmax and layernorm row kernels (source edits, geometry)."""
+def row_workloads():
+    """The host matrix and fuseray's lazy softmax and layernorm of it."""
     host = np.random.default_rng(1).standard_normal((ROWS, COLS), dtype=np.float32)
     x = fr.asarray(host)
     g = fr.asarray(np.random.default_rng(2).standard_normal(COLS, dtype=np.float32))
     e = fr.exp(x - x.max(1, keepdims=True))
-    softmax = e / e.sum(1, keepdims=True)
     mu = x.mean(1, keepdims=True)
     layernorm = (x - mu) / fr.sqrt(x.var(1, keepdims=True) + 1e-5) * g
+    return host, e / e.sum(1, keepdims=True), layernorm
+
+
+def probe_rows() -> None:
+    """Variants of the generated softmax and layernorm row kernels (source edits, geometry)."""
+    host, softmax, layernorm = row_workloads()
     unit = lambda s: s.replace("j * a0_jl", "j").replace("j * o0_jl", "j")  # noqa: E731
     edits = {
         "as generated": lambda s: s,
@@ -591,13 +596,7 @@ def launch_to_numpy(value) -> np.ndarray:
 
 def probe_rows2() -> None:
     """The generated row kernels against edits of their cached passes."""
-    host = np.random.default_rng(1).standard_normal((ROWS, COLS), dtype=np.float32)
-    x = fr.asarray(host)
-    g = fr.asarray(np.random.default_rng(2).standard_normal(COLS, dtype=np.float32))
-    e = fr.exp(x - x.max(1, keepdims=True))
-    softmax = e / e.sum(1, keepdims=True)
-    mu = x.mean(1, keepdims=True)
-    layernorm = (x - mu) / fr.sqrt(x.var(1, keepdims=True) + 1e-5) * g
+    host, softmax, layernorm = row_workloads()
     want = np.exp(host[:64] - host[:64].max(1, keepdims=True))
     want /= want.sum(1, keepdims=True)
     edits = {"as generated": lambda s: s, "no slot tests": _unfull,
