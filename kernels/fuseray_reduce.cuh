@@ -94,7 +94,7 @@ template <class T, int DDOF> struct FrMean {
 // A reduction's max/min combine: NaN-propagating like fr_maximum/fr_minimum, but for float one
 // instruction (max.NaN / min.NaN, sm_80+) instead of four compares and a select, in the hot loop
 // of every max/min reduction (softmax's first pass). A NaN result is the canonical NaN rather
-// than the NaN operand itself; between +0 and -0 the hardware picks +0 (max) and -0 (min).
+// than the NaN operand itself.
 template <class A> FR_D A fr_max_combine(A a, A b) { return fr_maximum(a, b); }
 template <class A> FR_D A fr_min_combine(A a, A b) { return fr_minimum(a, b); }
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800

@@ -88,6 +88,15 @@ class Emitter:
         self.depth -= 1
         self("}")
 
+    def if_else(self, cond: str, then, otherwise) -> None:
+        """``if (cond) { then() } else { otherwise() }``: each branch emits its own lines."""
+        for head, branch in ((f"if ({cond}) {{", then), ("} else {", otherwise)):
+            self(head)
+            self.depth += 1
+            branch()
+            self.depth -= 1
+        self("}")
+
     def text(self) -> str:
         return "\n".join(self.lines)
 

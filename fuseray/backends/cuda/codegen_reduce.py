@@ -170,7 +170,7 @@ class _Gen:
         self.cached = schedule.items > 0
         self.plan = cache_plan(m) if self.cached else None
         self.cached_set = set(self.plan.cached) if self.plan else set()
-        self.pass_index = 0
+        self.pass_index = 0  # the cached pass being emitted (``passes`` restarts it per copy)
         # the slot test of the cached passes (None: every slot lies in the row), which loads and
         # accumulations select on, and the test stores are predicated on (None: unguarded)
         self.guard: str | None = None
@@ -272,9 +272,9 @@ class _Gen:
         """One pass over the row's reduced range, evaluating the cone of ``roots``: from the
         register cache (``cached``: the row fits it; ``full``: it fills every slot, so that no
         slot is tested), or streaming from memory."""
-        nodes, accesses, _ = full_cone(self.m, roots)
         self.sink_layouts = sink_layouts
         if not cached:
+            nodes, accesses, _ = full_cone(self.m, roots)
             self.streaming(em, nodes, accesses, sink)
             return
         p = self.pass_index
@@ -400,7 +400,7 @@ class _Gen:
         return params + scalar_params(m)
 
     def body(self) -> str:
-        m, em = self.m, Emitter()
+        em = Emitter()
         em.depth = 1
         if self.splittable:
             em("__shared__ int fr_last;")
@@ -423,30 +423,28 @@ class _Gen:
             em("const bool fr_active = r < R;")
             self.row_start(em)
             if self.cached:
-                # one branch around all of a row's passes, not one per pass: the compiler then
-                # sees the cached passes as straight-line code and shares work between them
-                # (softmax computes exp(x - max) once for its sum and its stores)
-                # Rows that fill every slot of the cache (a 1024-long row over 32 threads of 32
-                # slots) get their own copy without slot tests: layernorm +11% on an H100.
-                em("if (fr_cached) {")
-                em.depth += 1
-                for full in (True, False):
-                    em("if (fr_full) {" if full else "} else {")
-                    em.depth += 1
-                    for n in self.plan.cached:
-                        em(f"{c_type(n.dtype)} {m.refs[n].name}_c[{self.s.items}];")
-                    self.passes(em, cached=True, full=full)
-                    em.depth -= 1
-                em("}")
-                em.depth -= 1
-                em("} else {")
-                em.depth += 1
-                self.passes(em, cached=False)
-                em.depth -= 1
-                em("}")
+                # One branch around all of a row's passes rather than one per pass, and rows
+                # that fill every slot of the cache (a 1024-long row over 32 threads of 32 slots)
+                # get a copy without slot tests: on an H100 softmax 2743 -> 2856 GB/s, layernorm
+                # 2465 -> ~2690 (benchmarks/NOTES.md G10).
+                em.if_else(
+                    "fr_cached",
+                    lambda: em.if_else(
+                        "fr_full",
+                        lambda: self.cached_passes(em, full=True),
+                        lambda: self.cached_passes(em, full=False),
+                    ),
+                    lambda: self.passes(em, cached=False),
+                )
             else:
                 self.passes(em, cached=False)
         return em.text()
+
+    def cached_passes(self, em: Emitter, full: bool) -> None:
+        """The row's register cache, then its passes over it."""
+        for n in self.plan.cached:
+            em(f"{c_type(n.dtype)} {self.m.refs[n].name}_c[{self.s.items}];")
+        self.passes(em, cached=True, full=full)
 
     def passes(self, em: Emitter, cached: bool, full: bool = False) -> None:
         """A row's passes: each stage's reductions with their row-level epilogues, then (row
