@@ -132,6 +132,28 @@ def test_new_sizes_share_one_program_and_calls_reuse_state(fake_gpu):
     assert len(binding.states) == 1 and binding.last_state is not None
 
 
+def test_fast_math_switched_between_calls_selects_its_own_program(fake_gpu, monkeypatch):
+    """Regression: a binding's prepared state holds its compiled program, and the state was
+    selected by device and strides alone, so fr.config.fast_math turned on after a first call
+    kept running the precise kernel (the suite's fast-math chain20 matched the precise one)."""
+    from fuseray.backends.cuda import program
+
+    made = []
+    monkeypatch.setattr(launch, "Program", lambda gen, device_id: made.append(
+        program.compile_options()) or type("P", (), {
+            "generated": gen, "function": (gen.name, program.compile_options()),
+            "pack": driver.ArgPack([p.kind for p in gen.params])})())
+    x = fr.asarray(np.ones(256, np.float32))
+    _, plan = runtime.prepare([node_of(fr.sin(x) * 3)])
+    binding = launch.binding_for(plan.kernels[0])
+    for fast in (False, True, False, True):
+        monkeypatch.setattr(config, "fast_math", fast)
+        binding.run({}, 0, FakeStream())
+        assert fake_gpu[-1][0][1] == program.compile_options()
+    assert made == [("-minimal",), ("--use_fast_math",)]  # each compiled once, then reused
+    assert fake_gpu[0][0] != fake_gpu[1][0] and fake_gpu[0][0] == fake_gpu[2][0]
+
+
 def test_empty_outputs_allocate_without_launching(fake_gpu):
     x = fr.asarray(np.zeros((0, 4), np.float32))
     plan, env = run_fake(x + 1, x.sum(axis=1))

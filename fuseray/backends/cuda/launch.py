@@ -31,7 +31,7 @@ import threading
 
 import numpy as np
 
-from ... import dtypes
+from ... import config, dtypes
 from ...fusion import Kernel, Plan
 from ...schedule import MAX_COUNTERS, Launch, elementwise_launch, reduce_launch
 from ...views import c_strides
@@ -145,7 +145,9 @@ class Binding:
         self.empty = rows == 0  # nothing to compute: outputs are allocated, nothing compiled
         self.bounds = m.bounds
         self.states: dict[tuple, _State] = {}
-        self.last_key: list | None = None  # [device id, strides of each input], as launch builds
+        # [device id, fast math, strides of each input], as launch builds it: a state holds its
+        # compiled program, so fr.config.fast_math switched between calls selects another state
+        self.last_key: list | None = None
         self.last_state: _State | None = None
 
     def run(self, env: dict, device_id: int, stream) -> None:
@@ -175,7 +177,7 @@ class Binding:
         # One pass over the inputs checks their device, orders them on the stream, and reads
         # their pointers and the strides that select the prepared state.
         args = []
-        key = [device_id]
+        key = [device_id, config.fast_math]
         for v in values:
             memory = v.memory
             if memory.device_id != device_id:
@@ -223,8 +225,8 @@ class Binding:
         del workspace  # its stream-ordered free follows the kernel on the same stream
 
     def _state(self, key: tuple, values: list[DeviceArray], device_id: int) -> _State:
-        """The prepared state for ``key`` (device id, then each input's strides), made on first
-        use; it becomes the one the next call compares against first."""
+        """The prepared state for ``key`` (device id, fast math, each input's strides), made on
+        first use; it becomes the one the next call compares against first."""
         st = self.states.get(key)
         if st is None:
             st = self._prepare(values, device_id)
