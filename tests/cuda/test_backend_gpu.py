@@ -218,6 +218,48 @@ def test_special_functions_where_and_round(dtype):
         check(np.round(x * 10, decimals), fr.round(fx * 10, decimals))
 
 
+SQRT_EVERY_FLOAT = r"""
+#define FR_HALF 0
+#include "fuseray_math.cuh"
+extern "C" __global__ void sqrt_every_float(unsigned long long* differ, unsigned int* first) {
+  const unsigned long long step = (unsigned long long)gridDim.x * blockDim.x;
+  for (unsigned long long u = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x;
+       u < (1ull << 32); u += step) {
+    const float x = __uint_as_float((unsigned int)u);
+    const float a = fr_sqrt(x), b = sqrtf(x);
+    if (__float_as_uint(a) != __float_as_uint(b) && !(a != a && b != b)) {
+      atomicAdd(differ, 1ull);
+      atomicMin(first, (unsigned int)u);
+    }
+  }
+}
+"""
+
+
+def test_float32_sqrt_is_correctly_rounded_on_every_input():
+    """fuseray's branch-free float sqrt (kernels/fuseray_math.cuh) equals CUDA's correctly rounded
+    sqrtf on all 2**32 bit patterns, and NumPy's on random bit patterns through fr.sqrt."""
+    from fuseray.backends.cuda import driver, nvrtc, streams
+
+    dev = driver.current_device()
+    cubin = nvrtc.compile_cubin(SQRT_EVERY_FLOAT, "sqrt_every_float",
+                                driver.device_props(dev).arch, ("-minimal",))
+    func = driver.load_function(dev, cubin, "sqrt_every_float")
+    differ = fr.asarray(np.zeros(1, np.uint64)).compute()
+    first = fr.asarray(np.full(1, 0xFFFFFFFF, np.uint32)).compute()
+    ptr = lambda a: a.__cuda_array_interface__["data"][0]  # noqa: E731
+    driver.launch(func, 132 * 16, 256, [ptr(differ), ptr(first)], ["ptr", "ptr"], 0,
+                  streams.get_current_stream().handle)
+    assert (int(fr.asnumpy(differ)[0]), int(fr.asnumpy(first)[0])) == (0, 0xFFFFFFFF)
+    bits = np.random.default_rng(5).integers(0, 2**32, 1 << 22, dtype=np.uint64)
+    x = bits.astype(np.uint32).view(np.float32)
+    with np.errstate(invalid="ignore"):
+        want = np.sqrt(x)
+    got = fr.asnumpy(fr.sqrt(fr.asarray(x)))
+    same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
+    assert same.all(), x[~same][:8]
+
+
 def test_integer_round_with_negative_decimals_and_casts():
     a = np.array([15, 25, -15, -25, 14, 127, -128, 5], dtype=np.int8)
     check(np.round(a, -1), fr.round(fr.asarray(a), -1))
