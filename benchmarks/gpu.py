@@ -4,13 +4,14 @@ and jax.jit on the workloads of BENCHMARKS.md, in one run on one GPU.
     python benchmarks/gpu.py --json out.json --png out.png --markdown out.md
 
 For every workload and every installed framework it checks the result against a float64 NumPy
-reference, then times it: warm-up first, then the median of ``--repeat`` timed batches, each a
-few calls followed by a device synchronisation (so host clocks measure device time). It reports
+reference, then times it: warm-up first, then the median of ``--repeat`` timed batches, each
+at least ``BATCH_SECONDS`` of calls followed by a device synchronisation (so host clocks measure
+device time, and the host latency of a batch's first call is spread over many). It reports
 median ms, effective GB/s (the fewest bytes the workload must move, BENCHMARKS.md), % of the same
 run's device-to-device copy bandwidth, first-call ms (compile latency) and peak device memory.
-fuseray's own extras: per-call overhead on 4096 elements (small_triad), the compile time of a new
-kernel, a new process's first call with a warm disk cache, compilations caused by a new size, and
-time per step of a 10,000-step lazy loop.
+Every GPU framework's per-call time on 4096 elements (small_triad). fuseray's own extras: the
+compile time of a new kernel, a new process's first call with a warm disk cache, compilations
+caused by a new size, and time per step of a 10,000-step lazy loop.
 """
 
 from __future__ import annotations
@@ -301,8 +302,28 @@ def rel_error(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-300))
 
 
-def time_calls(call: Callable, sync: Callable, repeat: int, batch: int) -> float:
-    """Median seconds per call over ``repeat`` batches of ``batch`` calls each."""
+# A timed batch of device work lasts at least this long: a batch starts on an idle device, so
+# the first call's host latency (launch and Python: 10-70 us per framework) is exposed once per
+# batch; over 5 calls of a 65 us kernel (sumsq on an H200) that was 6% of the time measured.
+BATCH_SECONDS = 4e-3
+
+
+def batch_size(call: Callable, sync: Callable, least: int = 5, most: int = 500) -> int:
+    """Calls per timed batch: enough for ``BATCH_SECONDS`` of work, from a timed batch of 3."""
+    sync()
+    start = time.perf_counter()
+    for _ in range(3):
+        call()
+    sync()
+    per_call = (time.perf_counter() - start) / 3
+    return max(least, min(most, math.ceil(BATCH_SECONDS / max(per_call, 1e-9))))
+
+
+def time_calls(call: Callable, sync: Callable, repeat: int, batch: int | None = None) -> float:
+    """Median seconds per call over ``repeat`` batches of ``batch`` calls each (None: sized by
+    ``batch_size``)."""
+    if batch is None:
+        batch = batch_size(call, sync)
     times = []
     for _ in range(repeat):
         sync()
@@ -323,7 +344,7 @@ def copy_ceiling(n: int) -> float:
     run = lambda: dst.copy_(src)  # noqa: E731
     for _ in range(3):
         run()
-    return 2 * n * 4 / time_calls(run, torch.cuda.synchronize, 20, 5)
+    return 2 * n * 4 / time_calls(run, torch.cuda.synchronize, 20)
 
 
 def bench_workload(fw: Framework, workload: str, host_inputs, reference, repeat: int) -> dict:
@@ -338,6 +359,16 @@ def bench_workload(fw: Framework, workload: str, host_inputs, reference, repeat:
     first = time.perf_counter() - start
     errors = [rel_error(fw.to_numpy(o), r) for o, r in zip(as_tuple(out), as_tuple(reference))]
     del out
+    call = evaluating(fn, args)
+    numpy = fw.name == "numpy"
+    t = time_calls(call, fw.sync, 3 if numpy else repeat, 1 if numpy else None)
+    peak = fw.peak_bytes()
+    return {"first_ms": first * 1e3, "median_ms": t * 1e3, "rel_error": max(errors),
+            "peak_mb": None if peak is None else peak / 1e6}
+
+
+def evaluating(fn: Callable, args) -> Callable:
+    """A call of ``fn(*args)`` that also evaluates lazy results (fuseray outside ``@jit``)."""
 
     def call():
         res = fn(*args)
@@ -345,25 +376,26 @@ def bench_workload(fw: Framework, workload: str, host_inputs, reference, repeat:
             if hasattr(r, "compute"):
                 r.compute()
 
-    t = time_calls(call, fw.sync, repeat if fw.name != "numpy" else 3, 1 if fw.name == "numpy"
-                   else 5)
-    peak = fw.peak_bytes()
-    return {"first_ms": first * 1e3, "median_ms": t * 1e3, "rel_error": max(errors),
-            "peak_mb": None if peak is None else peak / 1e6}
+    return call
+
+
+def small_triad_us(fw: Framework) -> float:
+    """Microseconds per cached call of triad on 4096 elements: the host's cost of a call, since
+    the device's work is a few microseconds and calls are queued 1000 to a batch."""
+    fn = fw.make("triad")
+    args = [fw.to_device(a) for a in workloads.inputs("triad", 4096, np.random.default_rng(7))]
+    call = evaluating(fn, args)
+    for _ in range(20):
+        call()
+    return time_calls(call, fw.sync, 20, 1000) * 1e6
 
 
 def fuseray_extras(n: int, loop_blocks: int = 10) -> dict:
-    """Overheads and compile behaviour of fuseray itself."""
+    """Overheads and compile behaviour of fuseray itself (small_triad is measured with the
+    peers, in ``main``)."""
     import fuseray as fr
 
     out = {}
-    small = [fr.asarray(np.random.default_rng(i).standard_normal(4096, dtype=np.float32))
-             for i in range(3)]
-    triad = fr.jit(lambda a, b, c: a * b + c)
-    triad(*small)
-    fr.synchronize()
-    t = time_calls(lambda: triad(*small), fr.synchronize, 20, 1000)
-    out["small_triad_us"] = t * 1e6
 
     # a new fused kernel: a constant no earlier kernel had forces fresh source
     fresh = fr.jit(lambda a, b: fr.sin(a) * 1.2345678 + b)
@@ -471,8 +503,21 @@ def main(argv=None) -> dict:
                   f" {r['pct_copy']:6.1f}% first {r['first_ms']:9.1f} ms err {r['rel_error']:.1e}")
         results["workloads"][wl] = rows
         Path(args.json).write_text(json.dumps(results, indent=1))  # partial results survive
+    results["small_triad_us"] = {}
+    for name, fw in frameworks.items():
+        if name == "numpy":
+            continue
+        try:
+            results["small_triad_us"][name] = us = small_triad_us(fw)
+            print(f"     small_triad {name:>14}: {us:7.1f} us per call")
+        except Exception as e:  # noqa: BLE001 - recorded as missing
+            print(f"     small_triad {name:>14}: ERROR {type(e).__name__}: {e}"[:300],
+                  file=sys.stderr)
+        finally:
+            fw.free()
     if "fuseray" in frameworks and args.extras:
         results["fuseray_extras"] = fuseray_extras(args.n, args.loop_blocks)
+        results["fuseray_extras"]["small_triad_us"] = results["small_triad_us"].get("fuseray")
         print(json.dumps(results["fuseray_extras"], indent=1))
     Path(args.json).write_text(json.dumps(results, indent=1))
     table = markdown_table(results)
@@ -502,6 +547,10 @@ def markdown_table(results: dict) -> str:
                 mark = "" if r["correct"] else " WRONG"
                 cells.append(f"{r['gbps']:.0f} ({r['pct_copy']:.0f}%) [{r['first_ms']:.0f}]{mark}")
         lines.append(f"| {wl} | " + " | ".join(cells) + " |")
+    per_call = results.get("small_triad_us", {})
+    if per_call:
+        cells = [f"{per_call[n]:.1f} us" if n in per_call else "–" for n in names]
+        lines.append("| small_triad (per call) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
