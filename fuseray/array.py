@@ -122,6 +122,9 @@ class ndarray:
     # -- evaluation and conversion ------------------------------------------------------------
     def compute(self) -> ndarray:
         """Evaluate the graph below this array; memoise and return the materialised array."""
+        node = self._node
+        if node.op == "buffer" and node.arg[0].value is not None and self._storage is None:
+            return self  # already data (every @jit output): no trip through the runtime
         from . import runtime
 
         runtime.compute_arrays([self])

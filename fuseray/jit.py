@@ -189,11 +189,15 @@ class Jitted:
         self._traces: dict = {}
         self._instances: dict = {}
         self._fast: dict = {}  # exact argument description -> (trace, instance): the hot path
-        params = self.signature.parameters.values()
+        params = list(self.signature.parameters.values())
         plain = all(p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty for p in params)
-        # the fast path's test: calls with exactly this many positional arguments (never, with
-        # static arguments or parameters that bind differently)
-        self._n_params = len(self.signature.parameters) if plain and not static else -1
+        # the fast path's test: calls with exactly this many positional arguments, or with any
+        # number for a function of ``*args`` alone (whose leaves are the arguments in order
+        # too); never with static arguments or parameters that bind differently
+        self._n_params = len(params) if plain and not static else -1
+        self._any_count = (
+            not static and len(params) == 1 and params[0].kind is params[0].VAR_POSITIONAL
+        )
         self._lock = threading.RLock()
         self.trace_count = 0  # how often fn itself was called (tests: a new size must not retrace)
 
@@ -303,7 +307,7 @@ class Jitted:
 
     def __call__(self, *args, **kwargs):
         fast = None
-        if not kwargs and len(args) == self._n_params:
+        if not kwargs and (len(args) == self._n_params or self._any_count):
             fast = _fast_args(args)
             if fast is not None:
                 hit = self._fast.get(fast[0])

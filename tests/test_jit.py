@@ -178,3 +178,26 @@ def test_a_call_sees_writes_through_a_view_of_its_argument():
     v = x[:]
     v[0] = 5
     np.testing.assert_array_equal(f(x).get(), [10, 2, 2, 2])
+
+
+def test_functions_of_star_args_take_the_fast_path():
+    """A wrapper of ``*args`` (the benchmark suite's) ran every call through argument binding
+    and the trace key: 29 us against 11 us per cached call on the fake-driver benchmark."""
+    f = fr.jit(lambda *a: a[0] * a[1] + a[-1])
+    x, y = (fr.asarray(np.arange(5.0) + k) for k in range(2))
+    for _ in range(3):
+        np.testing.assert_array_equal(f(x, y).get(), x.get() * y.get() + y.get())
+    np.testing.assert_array_equal(f(x, y, x).get(), x.get() * y.get() + x.get())
+    np.testing.assert_array_equal(f(x, y, 2.0).get(), x.get() * y.get() + 2.0)
+    assert f.trace_count == 3 and len(f._fast) == 3  # one entry per argument description
+
+
+def test_compute_of_computed_data_does_not_enter_the_runtime(monkeypatch):
+    from fuseray import runtime
+
+    out = fr.jit(lambda a: a + 1)(fr.asarray(np.arange(4.0)))
+    monkeypatch.setattr(runtime, "compute_arrays", lambda arrays: pytest.fail("runtime"))
+    assert out.compute() is out
+    lazy = out * 2
+    monkeypatch.undo()
+    np.testing.assert_array_equal(lazy.compute().get(), (np.arange(4.0) + 1) * 2)
