@@ -171,27 +171,34 @@ template <class T, class S> FR_D T fr_cast(S x) { return fr_caster<T>::from(x); 
   FR_D double name(double x) { return DEXPR; } \
   FR_LIFT_HALF1(name)
 
-// Correctly rounded float sqrt without a branch. sqrtf compiles to this same rsqrt-and-Newton
-// step for positive normal x >= 2^-101, but sends every other x to a subroutine behind a branch:
-// in a chain such as 5 x (sin, sqrt) those branches keep ptxas from interleaving independent
-// elements (benchmarks/NOTES.md G14). Here tiny x is scaled by 2^64 into that range (exact) and
-// the special operands are selected: +-0 -> x, x < 0 -> NaN, inf and NaN -> x. Checked equal to
-// sqrtf on all 2^32 inputs on the GPU (tests/cuda). Under --use_fast_math, sqrtf is approximate.
+// Correctly rounded float sqrt without a branch. sqrtf compiles to one rsqrt-and-Newton step
+// (fr_sqrt_step) for positive normal x >= 2^-101, but sends every other x to a subroutine behind
+// a branch: in a chain such as 5 x (sin, sqrt) those branches keep ptxas from interleaving
+// independent elements (benchmarks/NOTES.md G14). Here tiny x is scaled by 2^64 into the step's
+// range (exact) and the special operands are selected: +-0 -> x, x < 0 -> NaN, inf and NaN -> x.
+// fr_sqrt_normal is for operands the code generator proved to be >= 2^-100 or NaN (abs(y) + 0.5,
+// say): the step alone, and +inf. Both equal sqrtf on all 2^32 inputs (tests/cuda). Under
+// --use_fast_math both are sqrtf, which is approximate there.
 #if __USE_FAST_MATH__  // NVRTC defines it as 0 or 1
 FR_D float fr_sqrt_f32(float x) { return sqrtf(x); }
+FR_D float fr_sqrt_normal(float x) { return sqrtf(x); }
 #else
+FR_D float fr_sqrt_step(float x) {
+  float r;
+  asm("rsqrt.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+  const float y = x * r;
+  return fmaf(fmaf(-y, y, x), 0.5f * r, y);
+}
 FR_D float fr_sqrt_f32(float x) {
   const bool tiny = x < 0x1p-100f;
-  const float xs = tiny ? x * 0x1p+64f : x;
-  float r;
-  asm("rsqrt.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(xs));
-  const float y = xs * r;
-  const float e = fmaf(-y, y, xs);
-  float q = fmaf(e, 0.5f * r, y);
+  float q = fr_sqrt_step(tiny ? x * 0x1p+64f : x);
   q = tiny ? q * 0x1p-32f : q;
   const float special = x < 0.0f ? __int_as_float(0x7fffffff) : x;
   const bool finite_positive = x > 0.0f && x < __int_as_float(0x7f800000);
   return finite_positive ? q : special;
+}
+FR_D float fr_sqrt_normal(float x) {
+  return x < __int_as_float(0x7f800000) ? fr_sqrt_step(x) : x;
 }
 #endif
 FR_UNARY_FLOAT(fr_sqrt, fr_sqrt_f32(x), sqrt(x))

@@ -226,8 +226,14 @@ extern "C" __global__ void sqrt_every_float(unsigned long long* differ, unsigned
   for (unsigned long long u = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x;
        u < (1ull << 32); u += step) {
     const float x = __uint_as_float((unsigned int)u);
-    const float a = fr_sqrt(x), b = sqrtf(x);
-    if (__float_as_uint(a) != __float_as_uint(b) && !(a != a && b != b)) {
+    const float b = sqrtf(x);
+    float a = fr_sqrt(x);
+    bool bad = __float_as_uint(a) != __float_as_uint(b) && !(a != a && b != b);
+    if (!(x < 0x1p-100f)) {  // fr_sqrt_normal's domain: x >= 2^-100, +inf and NaN
+      a = fr_sqrt_normal(x);
+      bad = bad || (__float_as_uint(a) != __float_as_uint(b) && !(a != a && b != b));
+    }
+    if (bad) {
       atomicAdd(differ, 1ull);
       atomicMin(first, (unsigned int)u);
     }
@@ -237,8 +243,9 @@ extern "C" __global__ void sqrt_every_float(unsigned long long* differ, unsigned
 
 
 def test_float32_sqrt_is_correctly_rounded_on_every_input():
-    """fuseray's branch-free float sqrt (kernels/fuseray_math.cuh) equals CUDA's correctly rounded
-    sqrtf on all 2**32 bit patterns, and NumPy's on random bit patterns through fr.sqrt."""
+    """fuseray's branch-free float sqrt (kernels/fuseray_math.cuh), and the one for operands the
+    code generator proves normal, equal CUDA's correctly rounded sqrtf on all 2**32 bit patterns
+    (of their domains), and NumPy's on random bit patterns through fr.sqrt."""
     from fuseray.backends.cuda import driver, nvrtc, streams
 
     dev = driver.current_device()
@@ -258,6 +265,11 @@ def test_float32_sqrt_is_correctly_rounded_on_every_input():
     got = fr.asnumpy(fr.sqrt(fr.asarray(x)))
     same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
     assert same.all(), x[~same][:8]
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = np.sqrt(np.abs(x) + np.float32(0.5))  # fr_sqrt_normal: inf and NaN among x
+    got = fr.asnumpy(fr.sqrt(fr.abs(fr.asarray(x)) + 0.5))
+    same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
+    assert same.all() and np.isinf(x).any() and np.isnan(x).any(), x[~same][:8]
 
 
 def test_integer_round_with_negative_decimals_and_casts():

@@ -25,7 +25,7 @@ from fuseray import config, dtypes, runtime
 from fuseray.array import node_of
 from fuseray.backends.cuda import CodegenError, compile_plan_sources, generate, nvrtc
 from fuseray.backends.cuda.cache import KernelCache
-from fuseray.backends.cuda.codegen import op_expr
+from fuseray.backends.cuda.codegen import lower_bound, op_expr
 from fuseray.backends.cuda.model import build_model, flat_layout, split_layout
 from fuseray.graph import Node
 from fuseray.schedule import Schedule, elementwise_launch, reduce_launch
@@ -128,6 +128,18 @@ def test_constants_are_arguments():
     b = generate(plan_of(x * 0.25 + 7).kernels[0])
     assert a == b
     assert "const float c0" in a[1] and "0.25" not in b[1]
+
+
+def test_sqrt_of_an_operand_proven_normal_skips_the_special_cases():
+    x = fr.asarray(np.linspace(-3, 3, 10, dtype=np.float32))
+    src = lambda y: generate(plan_of(y).kernels[0])[1]  # noqa: E731
+    assert "fr_sqrt_normal(" in src(fr.sqrt(fr.abs(x) + 0.5))
+    assert "fr_sqrt_normal(" in src(fr.sqrt(fr.maximum(x * x, x) + 2.0))
+    for y in (fr.sqrt(fr.abs(x) - 0.5), fr.sqrt(x + 0.5), fr.sqrt(fr.abs(x) + 1e-35),
+              fr.sqrt(fr.abs(x.astype(np.float64)) + 0.5), fr.sqrt(fr.abs(x) + np.nan)):
+        assert "fr_sqrt_normal" not in src(y) and "fr_sqrt(" in src(y)
+    nodes = {n.op: n for n in node_of(fr.exp(x) + fr.abs(x) * 2).src}
+    assert lower_bound(nodes["exp"]) == 0.0 and lower_bound(nodes["multiply"]) is None
 
 
 def test_source_is_deterministic_and_commented():

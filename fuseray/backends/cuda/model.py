@@ -7,7 +7,8 @@ structural reading of a ``fusion.Kernel`` (computed once per kernel object):
   earlier kernel, or a movement chain over one), at the level of its consumers: ``full`` (one
   element per point of the space S) or ``row`` (one element per row);
 - *consts* and *params*: uniform scalars, passed as kernel arguments so that a new constant
-  never recompiles a kernel;
+  never recompiles a kernel (except one that changes what the code generator can prove, such as
+  ``sqrt(abs(y) + c)``'s operand being normal when c >= 2^-99: ``codegen.lower_bound``);
 - *computed*: the elementwise and reduce nodes evaluated here, in node order (their temporaries
   are t0, t1, ... in that order);
 - *outputs*: the stores, each at the level of its value;

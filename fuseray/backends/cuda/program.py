@@ -6,7 +6,8 @@ source text. ``generate`` and ``compile_plan_sources`` expose this to tests on m
 a GPU (NVRTC still compiles to a CUBIN for any ``sm_XY``).
 
 Invariant: everything here is a pure function of the kernel structure, the layout classes and the
-index width; no size, stride or constant value reaches the source.
+index width; no size, stride or constant value reaches the source (a constant's value may choose
+a helper: ``codegen.lower_bound``'s proof that a sqrt operand is normal).
 """
 
 from __future__ import annotations
