@@ -667,7 +667,451 @@ def probe_ofc() -> None:
         del ins, res
 
 
-SECTIONS = {"rows2": probe_rows2, "ofc": probe_ofc, "fastmath": probe_fastmath,
+CHAIN_VARIANTS = r"""
+#define FR_HALF 0
+#include "fuseray_math.cuh"
+__device__ __forceinline__ float approx_sqrt(float x) {
+  float r;
+  asm("sqrt.approx.f32 %0, %1;" : "=f"(r) : "f"(x));
+  return r;
+}
+__device__ __forceinline__ float step(float y) {
+  #pragma unroll
+  for (int i = 0; i < 5; ++i) {
+    y = y * 0.99f + 0.01f;
+    y = SIN(y);
+    y = fabsf(y) + 0.5f;
+    y = SQRT(y);
+  }
+  return y;
+}
+extern "C" __global__ void __launch_bounds__(256) chain_v4(
+    const float4* __restrict__ x, float4* __restrict__ o, int n4) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += gridDim.x * blockDim.x) {
+    float4 v = x[i];
+    o[i] = make_float4(step(v.x), step(v.y), step(v.z), step(v.w));
+  }
+}
+"""
+
+XLA_DUMP = r"""
+import os, sys
+sys.path.insert(0, "benchmarks")
+import numpy as np, jax, jax.numpy as jnp, workloads
+f = jax.jit(lambda y: workloads.chain20(jnp, y))
+f(jnp.asarray(np.ones(1 << 20, np.float32))).block_until_ready()
+"""
+
+
+def probe_chain20b() -> None:
+    """chain20: the generated kernel (fuseray's own sin) against hand kernels with libm's sinf,
+    the intrinsics and an approximate sqrt, and jax.jit side by side; XLA's dump grepped for the
+    lowering of sin and sqrt."""
+    import os
+    import subprocess
+    import tarfile
+
+    import workloads
+
+    host = np.random.default_rng(2).standard_normal(N, dtype=np.float32)
+    x = fr.asarray(host)
+    want = workloads.chain20(np, host[:4096].astype(np.float64))
+    f = fr.jit(lambda y: workloads.chain20(fr, y))
+    report("chain20 fuseray jit", timed(lambda: f(x)), 8 * N)
+    got = fr.asnumpy(f(x))[:4096]
+    print(f"   max err vs float64 {float(np.abs(got - want).max()):.2e}")
+    out = fr.empty(N, np.float32).compute()
+    dev = driver.current_device()
+    arch = driver.device_props(dev).arch
+    for sin, sqrt, opts in (("sinf", "sqrtf", ()), ("fr_sin_f32", "sqrtf", ()),
+                            ("fr_sin_f32", "approx_sqrt", ()), ("sinf", "approx_sqrt", ()),
+                            ("__sinf", "sqrtf", ()), ("__sinf", "approx_sqrt", ()),
+                            ("sinf", "sqrtf", ("--use_fast_math",))):
+        src = f"#define SIN {sin}\n#define SQRT {sqrt}\n" + CHAIN_VARIANTS
+        cubin = nvrtc.compile_cubin(src, "chain", arch, ("-minimal", *opts))
+        func = driver.load_function(dev, cubin, "chain_v4")
+        t = timed(launcher(func, N // 1024, 256, [ptr(x), ptr(out), N // 4],
+                           ["ptr", "ptr", "int32"]))
+        err = float(np.abs(fr.asnumpy(out)[:4096] - want).max())
+        report(f"chain_v4 {sin} {sqrt} {' '.join(opts)} ({len(cubin)} B, err {err:.1e})", t, 8 * N)
+    try:
+        import jax
+        import jax.numpy as jnp
+
+        jf = jax.jit(lambda y: workloads.chain20(jnp, y))
+        jx = jax.device_put(host)
+        jf(jx).block_until_ready()
+        sync = lambda: jnp.zeros(1).block_until_ready()  # noqa: E731
+        for _ in range(3):
+            t_j = timed_with(lambda: jf(jx), sync)
+            t_f = timed(lambda: f(x))
+            report("   jax.jit chain20 (interleaved)", t_j, 8 * N)
+            report("   fuseray chain20 (interleaved)", t_f, 8 * N)
+        jerr = float(np.abs(np.asarray(jf(jx))[:4096] - want).max())
+        print(f"   jax max err vs float64 {jerr:.2e}")
+    except Exception as e:  # noqa: BLE001
+        print(f"jax failed: {type(e).__name__}: {e}")
+    dump = os.path.join(os.environ.get("OUT", "/tmp"), "xla")
+    env = dict(os.environ, XLA_FLAGS=f"--xla_dump_to={dump} --xla_dump_hlo_as_text "
+               "--xla_gpu_dump_llvmir", XLA_PYTHON_CLIENT_PREALLOCATE="false")
+    subprocess.run([sys.executable, "-c", XLA_DUMP], env=env, timeout=120)
+    found = {}
+    for root, _, files in os.walk(dump):
+        for name in files:
+            text = open(os.path.join(root, name), errors="replace").read()
+            for pat in ("__nv_sinf", "__nv_sqrtf", "sqrt.approx", "sqrt.rn", "sin.approx",
+                        "llvm.sqrt", "llvm.sin", "nvvm-reflect", "__nv_fast_sinf"):
+                if pat in text:
+                    found.setdefault(pat, []).append((name, text.count(pat)))
+    for pat, where in found.items():
+        print(f"   xla dump: {pat}: {where[:4]}")
+    with tarfile.open(dump + ".tgz", "w:gz") as tar:
+        tar.add(dump, arcname="xla")
+    subprocess.run(["rm", "-rf", dump])
+
+
+def timed_with(call, sync, repeat: int = 20, batch: int = 5) -> float:
+    """``timed`` for a peer: ``sync`` waits for its device work."""
+    for _ in range(3):
+        call()
+    sync()
+    times = []
+    for _ in range(repeat):
+        sync()
+        start = time.perf_counter()
+        for _ in range(batch):
+            call()
+        sync()
+        times.append((time.perf_counter() - start) / batch)
+    return statistics.median(times)
+
+
+def _interleave(s: str) -> str:
+    """A split reduction whose blocks take interleaved tiles of the reduced range (block y reads
+    tiles y, y + S, ...) instead of one contiguous chunk each."""
+    s = s.replace("const fr_idx fr_j0 = (fr_idx)blockIdx.y * chunk;",
+                  "const fr_idx fr_j0 = (fr_idx)blockIdx.y * fr_W;\n"
+                  "  const fr_idx fr_S = (fr_idx)gridDim.y * fr_W;")
+    s = s.replace("const fr_idx fr_j1 = fr_j0 + chunk < L ? fr_j0 + chunk : L;",
+                  "const fr_idx fr_j1 = L;")
+    s = re.sub(r"fr_j \+ \(fr_idx\)\((\d+)\) \* fr_W < fr_j1; fr_j \+= \(fr_idx\)(\d+) \* fr_W",
+               r"fr_j + (fr_idx)(\1) * fr_S < fr_j1; fr_j += (fr_idx)\2 * fr_S", s)
+    s = s.replace("const fr_idx j = fr_j + (fr_idx)u * fr_W;",
+                  "const fr_idx j = fr_j + (fr_idx)u * fr_S;")
+    return s.replace("for (; fr_j < fr_j1; fr_j += fr_W)", "for (; fr_j < fr_j1; fr_j += fr_S)")
+
+
+def probe_split() -> None:
+    """Split reductions: contiguous chunks per block (as generated) against interleaved tiles,
+    for sumsq and colsum, at a few split counts; the hand float4 kernel for reference."""
+    from fuseray import schedule
+
+    host = np.random.default_rng(3).standard_normal(N, dtype=np.float32)
+    x = fr.asarray(host)
+    m = fr.asarray(host.reshape(ROWS, COLS))
+    g = fr.asarray(np.random.default_rng(4).standard_normal(COLS, dtype=np.float32))
+    want_s = float((host.astype(np.float64) ** 2).sum())
+    saved = schedule.SPLIT_BLOCKS_PER_SM
+    for label, node, nbytes in (("sumsq", (x * x).sum()._node, 4 * N),
+                                ("colsum", (m * g).sum(axis=0)._node, 4 * N)):
+        binding, run = bound(node)
+        for blocks in (2, 4, 8):
+            relaunch(binding, SPLIT_BLOCKS_PER_SM=blocks)
+            run()
+            for name, edit in (("chunked", lambda s: s), ("interleaved", _interleave)):
+                swap_source(binding, edit)
+                report(f"{label} {name} split/SM {blocks} {binding.last_state.launch.grid}",
+                       timed(run), nbytes)
+                if label == "sumsq":
+                    env: dict = {}
+                    binding.run(env, driver.current_device(), streams.get_current_stream())
+                    got = float(launch_to_numpy(next(iter(env.values()))))
+                    print(f"   rel err {abs(got - want_s) / want_s:.1e}")
+        relaunch(binding, SPLIT_BLOCKS_PER_SM=saved)
+    part = fr.empty(132 * 64, np.float32).compute()
+    func = load("#define UNROLL 4\n" + HAND_SUMSQ, "hand_sumsq")
+    for grid in (132 * 8, 132 * 16):
+        call = launcher(func, grid, 256, [ptr(x), ptr(part), N // 4], ["ptr", "ptr", "int32"])
+        report(f"hand sumsq float4 unroll 4 grid {grid}", timed(call), 4 * N)
+
+
+def probe_launch() -> None:
+    """The driver call itself: cuda.bindings' cuLaunchKernel against the same call through
+    ctypes, and a cached small_triad call."""
+    import ctypes
+
+    small = [fr.asarray(np.random.default_rng(i).standard_normal(4096, dtype=np.float32))
+             for i in range(3)]
+    f = fr.jit(lambda a, b, c: a * b + c)
+    for _ in range(3):
+        print(f"small_triad per call {timed(lambda: f(*small), 10, 2000) * 1e6:.2f} us",
+              flush=True)
+    name, src = program.generate(kernel_of((small[0] * small[1] + small[2])._node))
+    func = load(src, name)
+    out = fr.empty(4096, np.float32).compute()
+    args = [ptr(small[0]), ptr(small[1]), ptr(small[2]), ptr(out), 4096]
+    pack = driver.arg_pack(["ptr"] * 4 + ["int32"])
+    params = pack.pack(args)
+    h = stream_handle()
+    lib = ctypes.CDLL("libcuda.so.1")
+    c_launch = lib.cuLaunchKernel
+    u = ctypes.c_uint
+    c_launch.argtypes = [ctypes.c_void_p, u, u, u, u, u, u, u, ctypes.c_void_p,
+                         ctypes.c_void_p, ctypes.c_void_p]
+    c_launch.restype = ctypes.c_int
+    hf, hs = int(func.handle), int(h)
+    reps = 20000
+    for _ in range(3):
+        fr.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            driver.cu.cuLaunchKernel(func.handle, 4, 1, 1, 256, 1, 1, 0, h, params, 0)
+        t1 = time.perf_counter()
+        fr.synchronize()
+        t2 = time.perf_counter()
+        for _ in range(reps):
+            c_launch(hf, 4, 1, 1, 256, 1, 1, 0, hs, params, None)
+        t3 = time.perf_counter()
+        fr.synchronize()
+        print(f"cuLaunchKernel: cuda.bindings {(t1 - t0) / reps * 1e6:.2f} us, "
+              f"ctypes {(t3 - t2) / reps * 1e6:.2f} us", flush=True)
+    assert np.allclose(fr.asnumpy(out), fr.asnumpy(small[0] * small[1] + small[2]))
+
+
+SUMSQ_FACTORS = r"""
+// sum of squares, one partial per block; V floats per load, U loads in flight, A accumulators,
+// CHUNKED: block b takes one contiguous chunk (as fuseray's split reductions do) instead of a
+// grid-stride sweep of the whole array
+template <int V, int U, int A, bool CHUNKED>
+__device__ __forceinline__ void sumsq_body(const float* __restrict__ x, float* __restrict__ partial,
+                                           int n) {
+  __shared__ float sm[32];
+  float acc[A];
+  #pragma unroll
+  for (int a = 0; a < A; ++a) acc[a] = 0.f;
+  const int nv = n / V;
+  int begin, end, step;
+  if (CHUNKED) {
+    const int chunk = (nv + gridDim.x - 1) / gridDim.x;
+    begin = blockIdx.x * chunk + threadIdx.x;
+    end = min(nv, (int)(blockIdx.x + 1) * chunk);
+    step = blockDim.x;
+  } else {
+    begin = blockIdx.x * blockDim.x + threadIdx.x;
+    end = nv;
+    step = gridDim.x * blockDim.x;
+  }
+  int i = begin;
+  for (; i + (U - 1) * step < end; i += U * step) {
+    float v[U][V];
+    #pragma unroll
+    for (int u = 0; u < U; ++u) {
+      if (V == 4) {
+        const float4 w = reinterpret_cast<const float4*>(x)[i + u * step];
+        v[u][0] = w.x; v[u][V > 1 ? 1 : 0] = w.y; v[u][V > 2 ? 2 : 0] = w.z;
+        v[u][V > 3 ? 3 : 0] = w.w;
+      } else {
+        v[u][0] = x[i + u * step];
+      }
+    }
+    #pragma unroll
+    for (int u = 0; u < U; ++u) {
+      #pragma unroll
+      for (int k = 0; k < V; ++k) acc[u % A] += v[u][k] * v[u][k];
+    }
+  }
+  for (; i < end; i += step) {
+    #pragma unroll
+    for (int k = 0; k < V; ++k) acc[0] += x[i * V + k] * x[i * V + k];
+  }
+  float t = 0.f;
+  #pragma unroll
+  for (int a = 0; a < A; ++a) t += acc[a];
+  for (int o = 16; o; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
+  if ((threadIdx.x & 31) == 0) sm[threadIdx.x >> 5] = t;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float s = 0.f;
+    for (int w = 0; w < (int)(blockDim.x >> 5); ++w) s += sm[w];
+    partial[blockIdx.x] = s;
+  }
+}
+#define SUMSQ(NAME, V, U, A, C)                                                                 \
+  extern "C" __global__ void __launch_bounds__(512) NAME(const float* __restrict__ x,          \
+                                                         float* __restrict__ p, int n) {       \
+    sumsq_body<V, U, A, C>(x, p, n);                                                           \
+  }
+SUMSQ(s_v1_u4_a1_chunk, 1, 4, 1, true)
+SUMSQ(s_v1_u4_a1_grid, 1, 4, 1, false)
+SUMSQ(s_v1_u16_a1_chunk, 1, 16, 1, true)
+SUMSQ(s_v1_u16_a4_chunk, 1, 16, 4, true)
+SUMSQ(s_v1_u16_a4_grid, 1, 16, 4, false)
+SUMSQ(s_v4_u1_a1_chunk, 4, 1, 1, true)
+SUMSQ(s_v4_u4_a1_chunk, 4, 4, 1, true)
+SUMSQ(s_v4_u4_a4_chunk, 4, 4, 4, true)
+SUMSQ(s_v4_u4_a4_grid, 4, 4, 4, false)
+SUMSQ(s_v4_u4_a1_grid, 4, 4, 1, false)
+"""
+
+SQRT_CHECK = r"""
+#define FR_HALF 0
+#include "fuseray_math.cuh"
+extern "C" __global__ void sqrt_check(unsigned long long* bad, unsigned int* first) {
+  const unsigned long long step = (unsigned long long)gridDim.x * blockDim.x;
+  for (unsigned long long u = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x;
+       u < (1ull << 32); u += step) {
+    const float x = __uint_as_float((unsigned int)u);
+    const float a = fr_sqrt(x), b = sqrtf(x);
+    const bool same = __float_as_uint(a) == __float_as_uint(b) || (a != a && b != b);
+    if (!same) {
+      atomicAdd(bad, 1ull);
+      atomicMin(first, (unsigned int)u);
+    }
+  }
+}
+"""
+
+
+def probe_sumsq_factors() -> None:
+    """Which of the hand kernel's traits (16-byte loads, loads in flight, accumulators, sweep
+    order) the generated sumsq lacks."""
+    from fuseray import schedule
+
+    host = np.random.default_rng(3).standard_normal(N, dtype=np.float32)
+    x = fr.asarray(host)
+    want = float((host.astype(np.float64) ** 2).sum())
+    binding, run = bound((x * x).sum()._node)
+    report("sumsq generated", timed(run), 4 * N)
+    saved = schedule.REDUCE_UNROLL
+    for unroll in (8, 16):
+        relaunch(binding, REDUCE_UNROLL=unroll)
+        run()
+        report(f"sumsq generated REDUCE_UNROLL {unroll}", timed(run), 4 * N)
+        env: dict = {}
+        binding.run(env, driver.current_device(), streams.get_current_stream())
+        got = float(launch_to_numpy(next(iter(env.values()))))
+        print(f"   rel err {abs(got - want) / want:.1e}")
+    relaunch(binding, REDUCE_UNROLL=saved)
+    part = fr.empty(132 * 64, np.float32).compute()
+    dev = driver.current_device()
+    cubin = nvrtc.compile_cubin(SUMSQ_FACTORS, "factors", driver.device_props(dev).arch,
+                                ("-minimal",))
+    names = re.findall(r"^SUMSQ\((\w+),", SUMSQ_FACTORS, re.M)
+    for name in names:
+        func = driver.load_function(dev, cubin, name)
+        for block, grid in ((512, 512), (256, 132 * 8), (512, 132 * 4 * 4)):
+            call = launcher(func, grid, block, [ptr(x), ptr(part), N], ["ptr", "ptr", "int32"])
+            t = timed(call)
+            got = float(fr.asnumpy(part)[:grid].astype(np.float64).sum())
+            report(f"{name} block {block} grid {grid} (rel err {abs(got - want) / want:.0e})",
+                   t, 4 * N)
+
+
+def probe_sqrt() -> None:
+    """fr_sqrt against sqrtf on every float (mismatches: must be 0), and chain20 with it."""
+    import workloads
+
+    dev = driver.current_device()
+    func = load(SQRT_CHECK, "sqrt_check")
+    bad = fr.asarray(np.zeros(1, np.uint64)).compute()
+    first = fr.asarray(np.full(1, 0xFFFFFFFF, np.uint32)).compute()
+    t0 = time.perf_counter()
+    driver.launch(func, 132 * 16, 256, [ptr(bad), ptr(first)], ["ptr", "ptr"], 0,
+                  stream_handle())
+    fr.synchronize()
+    print(f"fr_sqrt vs sqrtf over 2^32 floats: {int(fr.asnumpy(bad)[0])} differ "
+          f"(first {int(fr.asnumpy(first)[0]):#x}), {time.perf_counter() - t0:.2f} s")
+    host = np.random.default_rng(2).standard_normal(N, dtype=np.float32)
+    x = fr.asarray(host)
+    out = fr.empty(N, np.float32).compute()
+    want = workloads.chain20(np, host[:4096].astype(np.float64))
+    arch = driver.device_props(dev).arch
+    for sin, sqrt in (("sinf", "sqrtf"), ("sinf", "fr_sqrt"), ("sinf", "approx_sqrt")):
+        src = f"#define SIN {sin}\n#define SQRT {sqrt}\n" + CHAIN_VARIANTS
+        func = driver.load_function(dev, nvrtc.compile_cubin(src, "chain", arch, ("-minimal",)),
+                                    "chain_v4")
+        t = timed(launcher(func, N // 1024, 256, [ptr(x), ptr(out), N // 4],
+                           ["ptr", "ptr", "int32"]))
+        err = float(np.abs(fr.asnumpy(out)[:4096] - want).max())
+        report(f"chain_v4 {sin} {sqrt} (err {err:.1e})", t, 8 * N)
+    f = fr.jit(lambda y: workloads.chain20(fr, y))
+    report("chain20 fuseray jit", timed(lambda: f(x)), 8 * N)
+
+
+def probe_pch() -> None:
+    """NVRTC time of a new kernel with and without a precompiled header."""
+    import tempfile
+
+    x1 = fr.asarray(np.ones(1 << 20, np.float32))
+    name, src = program.generate(kernel_of((fr.sin(x1) * 1.2345671 + x1)._node))
+    arch = driver.device_props(driver.current_device()).arch
+    pch = tempfile.mktemp(suffix=".pch")
+    nvrtc.compile_cubin(src.replace(name, name + "p"), name + "p", arch,
+                        ("-minimal", f"--create-pch={pch}"))
+    for label, opts in (("plain", ("-minimal",)), ("use-pch", ("-minimal", f"--use-pch={pch}"))):
+        ts = []
+        for rep in range(5):
+            t0 = time.perf_counter()
+            nvrtc.compile_cubin(src.replace(name, f"{name}{label[0]}{rep}"), name, arch, opts)
+            ts.append(time.perf_counter() - t0)
+        print(f"new kernel NVRTC {label}: {statistics.median(ts) * 1e3:.1f} ms")
+
+
+
+def probe_chain20c() -> None:
+    """Why the generated chain20 did not follow the hand kernel to fr_sqrt's speed: the jit call,
+    its binding, its own CUBIN launched by hand into a preallocated output, and that CUBIN's
+    SASS (subroutine calls, convergence regions)."""
+    import subprocess
+    import tempfile
+
+    import workloads
+    from fuseray.backends.cuda.cache import default_cache
+
+    host = np.random.default_rng(2).standard_normal(N, dtype=np.float32)
+    x = fr.asarray(host)
+    out = fr.empty(N, np.float32).compute()
+    f = fr.jit(lambda y: workloads.chain20(fr, y))
+    report("chain20 jit", timed(lambda: f(x)), 8 * N)
+    report("chain20 jit, batches of 50", timed(lambda: f(x), 10, 50), 8 * N)
+    binding, run = bound(workloads.chain20(fr, x)._node)
+    report("chain20 Binding.run", timed(run), 8 * N)
+    st = binding.last_state
+    gen = st.program.generated
+    dev = driver.current_device()
+    arch = driver.device_props(dev).arch
+    print("   dims", st.dims, "params", [p.kind for p in gen.params])
+    cubin = default_cache().get_cubin(gen.source, gen.name, arch, program.compile_options())
+    fresh = nvrtc.compile_cubin(gen.source, gen.name, arch, program.compile_options())
+    print(f"   cached CUBIN {len(cubin)} B, fresh compile {len(fresh)} B, same {cubin == fresh}")
+    func = driver.load_function(dev, fresh, gen.name)
+    args = [ptr(x), ptr(out), N, 0.99, 0.01, 0.5]
+    kinds = [p.kind for p in gen.params]
+    report("chain20 generated CUBIN, preallocated out",
+           timed(lambda: driver.launch(func, st.dims[:3], st.dims[3:6], args, kinds, 0,
+                                       stream_handle())), 8 * N)
+    src = "#define SIN sinf\n#define SQRT fr_sqrt\n" + CHAIN_VARIANTS
+    hand = nvrtc.compile_cubin(src, "chain", arch, ("-minimal",))
+    hf = driver.load_function(dev, hand, "chain_v4")
+    report("chain_v4 sinf fr_sqrt", timed(launcher(hf, N // 1024, 256, [ptr(x), ptr(out), N // 4],
+                                                   ["ptr", "ptr", "int32"])), 8 * N)
+    for label, blob in (("generated", fresh), ("hand", hand)):
+        path = tempfile.mktemp(suffix=".cubin")
+        open(path, "wb").write(blob)
+        sass = subprocess.run(["cuobjdump", "-sass", path], capture_output=True, text=True).stdout
+        res = subprocess.run(["cuobjdump", "-res-usage", path], capture_output=True,
+                             text=True).stdout
+        counts = {op: len(re.findall(rf"\b{op}\b", sass)) for op in
+                  ("CALL.REL.NOINC", "BSSY", "MUFU.RSQ", "MUFU.SIN", "LDG.E.128.CONSTANT")}
+        regs = re.findall(r"REG:\d+", res)
+        print(f"   SASS {label}: {counts} {regs}")
+    print("   source has fr_sqrt:", "fr_sqrt" in gen.source)
+
+
+SECTIONS = {"chain20c": probe_chain20c, "factors": probe_sumsq_factors, "sqrt": probe_sqrt,
+            "pch": probe_pch,
+            "chain20b": probe_chain20b, "split": probe_split, "launch": probe_launch,
+            "rows2": probe_rows2, "ofc": probe_ofc, "fastmath": probe_fastmath,
             "rows": probe_rows, "reduce": probe_reduce,
             "overhead": probe_overhead, "compile": probe_compile, "triad": probe_triad,
             "softmax": probe_softmax, "chain20": probe_chain20}
