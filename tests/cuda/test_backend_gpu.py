@@ -265,11 +265,12 @@ def test_float32_sqrt_is_correctly_rounded_on_every_input():
     got = fr.asnumpy(fr.sqrt(fr.asarray(x)))
     same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
     assert same.all(), x[~same][:8]
+    x = np.concatenate([x, np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 2e38], np.float32)])
     with np.errstate(invalid="ignore", over="ignore"):
-        want = np.sqrt(np.abs(x) + np.float32(0.5))  # fr_sqrt_normal: inf and NaN among x
+        want = np.sqrt(np.abs(x) + np.float32(0.5))  # fr_sqrt_normal's operand
     got = fr.asnumpy(fr.sqrt(fr.abs(fr.asarray(x)) + 0.5))
     same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
-    assert same.all() and np.isinf(x).any() and np.isnan(x).any(), x[~same][:8]
+    assert same.all(), x[~same][:8]
 
 
 def test_integer_round_with_negative_decimals_and_casts():
