@@ -772,18 +772,11 @@ def probe_chain20b() -> None:
 
 def timed_with(call, sync, repeat: int = 20, batch: int = 5) -> float:
     """``timed`` for a peer: ``sync`` waits for its device work."""
+    from gpu import time_calls
+
     for _ in range(3):
         call()
-    sync()
-    times = []
-    for _ in range(repeat):
-        sync()
-        start = time.perf_counter()
-        for _ in range(batch):
-            call()
-        sync()
-        times.append((time.perf_counter() - start) / batch)
-    return statistics.median(times)
+    return time_calls(call, sync, repeat, batch)
 
 
 def _interleave(s: str) -> str:
