@@ -4,7 +4,9 @@ Stage: shared. ``fr.config.debug = True`` verifies the graph after every pass;
 ``FUSERAY_DEVICE`` (``cpu`` or ``cuda``) forces where new arrays live; ``FUSERAY_CPU_BACKEND``
 (``numba`` or ``numpy``) picks the CPU executor; ``max_kernel_ops`` bounds how many ops one fused
 kernel may hold (longer chains are cut, and ``explain`` says where); ``fast_math`` lets the CUDA
-backend use approximate intrinsics (off: results match NumPy within float tolerances).
+backend use approximate intrinsics (off: results match NumPy within float tolerances);
+``tiered_compile`` (``FUSERAY_TIERED_COMPILE=0`` turns it off) lets a new CUDA kernel start on a
+quick build while the optimised one compiles in the background (``backends/cuda/tiers.py``).
 """
 
 from __future__ import annotations
@@ -16,3 +18,4 @@ device: str | None = os.environ.get("FUSERAY_DEVICE") or None
 cpu_backend: str = os.environ.get("FUSERAY_CPU_BACKEND", "numba")
 max_kernel_ops: int = int(os.environ.get("FUSERAY_MAX_KERNEL_OPS", "512"))
 fast_math: bool = os.environ.get("FUSERAY_FAST_MATH", "") not in ("", "0")
+tiered_compile: bool = os.environ.get("FUSERAY_TIERED_COMPILE", "1").strip() != "0"

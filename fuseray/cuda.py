@@ -33,6 +33,15 @@ def kernel_cache_stats() -> dict[str, int]:
     return dataclasses.asdict(default_cache().stats)
 
 
+def wait_for_compiles(timeout: float | None = None) -> bool:
+    """Block until every kernel that started on a quick build runs its optimised build
+    (``fr.config.tiered_compile``); False if ``timeout`` seconds passed first. Results do not
+    depend on it: both builds compute the same bits. Benchmarks call it before timing."""
+    from .backends.cuda import tiers
+
+    return tiers.wait(timeout)
+
+
 def peak_memory(device=None) -> int:
     """Bytes of device memory fuseray held at most at once (its pool's high-water mark) on
     ``device`` (default: the current one) since ``reset_peak_memory``."""
@@ -45,4 +54,3 @@ def reset_peak_memory(device=None) -> None:
     from .backends.cuda import memory
 
     memory.reset_peak(Device(device).id)
-

@@ -480,6 +480,45 @@ def test_row_epilogues_and_row_reads():
     check(m.std(axis=0, ddof=1), fm.std(axis=0, ddof=1), rtol=1e-4)
 
 
+def _edge_rows(rows: int, length: int) -> np.ndarray:
+    """Rows of random floats of every magnitude, with zeros of both signs, subnormals,
+    infinities and NaNs scattered in some rows, and rows made only of one kind of edge."""
+    rng = np.random.default_rng(11)
+    exps = rng.uniform(-45, 38, (rows, length))
+    m = (rng.choice([-1.0, 1.0], (rows, length)) * 10.0**exps).astype(np.float32)
+    m[: rows // 2] = rng.standard_normal((rows // 2, length)).astype(np.float32)
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -3e-39, 3e38], np.float32)
+    spots = rng.random((rows, length)) < 0.01
+    m[spots] = rng.choice(specials, int(spots.sum()))
+    for i, v in enumerate(specials):
+        m[rows - 1 - i] = v
+    m[rows - 10] = 1e-40  # every quotient subnormal
+    return m
+
+
+@pytest.mark.parametrize("length", [1024, 1000, 130, 20000])
+@pytest.mark.parametrize("scale", [1.0, 3e-39, 1e-30, 1e30, 0.0, np.inf])
+def test_division_by_a_row_value_is_numpys_division(length, scale):
+    """A row kernel dividing by a row's value (softmax's sum, layernorm's deviation) must give
+    NumPy's float32 quotients bit for bit, at every magnitude and edge: correctly rounded
+    division, nothing contracted in precise mode (benchmarks/NOTES.md G20 tried a reciprocal
+    with FMA corrections instead)."""
+
+    def f(x, s):
+        d = fr.abs(x).max(axis=1, keepdims=True) * s
+        return x / d, d, x / d - x / 7.0  # the last: a constant divisor in the row kernel
+
+    x = _edge_rows(64, length)
+    q, d, q7 = (fr.asnumpy(o) for o in fr.jit(f)(fr.asarray(x), scale))
+    with np.errstate(all="ignore"):
+        for got, want in ((q, x / d), (q7, x / d - x / np.float32(7.0))):
+            assert got.dtype == np.float32
+            nan = np.isnan(want)
+            np.testing.assert_array_equal(np.isnan(got), nan)
+            differ = np.count_nonzero(got[~nan].view(np.uint32) != want[~nan].view(np.uint32))
+            assert differ == 0, f"{differ} quotients differ from NumPy's"
+
+
 # ---------------------------------------------------------------------------------------------
 # workloads, joins, views
 # ---------------------------------------------------------------------------------------------
@@ -499,6 +538,80 @@ def test_workloads_match_float64_numpy(name):
         assert g.dtype == np.float32
         scale = max(1.0, float(np.abs(r).max()))
         np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5 * scale)
+
+
+def _tier_cases():
+    """Workloads plus expressions where contraction, inlining or a half-precision path could
+    make a quick build round differently from the optimised one."""
+
+    def workload(fn, kw):  # a closure, not defaults: fr.jit binds defaults as arguments
+        return lambda *a: fn(fr, *a, **kw)
+
+    cases = {}
+    for name, fn in workloads.WORKLOADS.items():
+        kw = {"erf": fr.special.erf} if name == "black_scholes" else {}
+        cases[name] = (lambda n: workloads.inputs(n, 1 << 16, np.random.default_rng(7)),
+                       workload(fn, kw))
+    rng = np.random.default_rng(8)
+
+    def three(dtype):
+        return lambda n: tuple(rng.standard_normal(1 << 14).astype(dtype) for _ in range(3))
+
+    cases["fma_float64"] = (three(np.float64), lambda a, b, c: a * b + c)
+    cases["poly_float16"] = (three(np.float16), lambda a, b, c: (a * 0.3 + b) * a + c * c)
+    cases["dot_float32"] = (three(np.float32), lambda a, b, c: ((a * b + c) * a).sum())
+    cases["mixed_float32"] = (
+        three(np.float32),
+        lambda a, b, c: fr.sin(a) * b + c / (fr.abs(a) + 1.5) - fr.exp(b * 0.1) * c,
+    )
+    return cases
+
+
+TIER_CASES = _tier_cases()
+
+
+@pytest.mark.parametrize("name", list(TIER_CASES))
+def test_quick_and_optimised_builds_compute_the_same_bits(name, monkeypatch, tmp_path):
+    """Tiered compilation swaps a kernel's build between two calls: the swap must not change
+    a single bit of any result (tiers.py)."""
+    import threading
+
+    from fuseray.backends.cuda import cache as cache_mod
+    from fuseray.backends.cuda import launch
+
+    monkeypatch.setattr(config, "tiered_compile", True)
+    monkeypatch.setattr(config, "fast_math", False)
+    monkeypatch.setattr(cache_mod, "_default", cache_mod.KernelCache(tmp_path))
+    monkeypatch.setattr(launch, "_programs", {})
+    release = threading.Event()
+    optimised = cache_mod.KernelCache.get_cubin
+
+    def held(self, *args, **kwargs):  # the optimised builds wait until the quick results are in
+        release.wait(300)
+        return optimised(self, *args, **kwargs)
+
+    monkeypatch.setattr(cache_mod.KernelCache, "get_cubin", held)
+    make_inputs, fn = TIER_CASES[name]
+    args = [fr.asarray(h) for h in make_inputs(name)]
+    f = fr.jit(fn)
+    try:
+        quick = [fr.asnumpy(o) for o in _as_tuple(f(*args))]
+        programs = list(launch._programs.values())
+        assert programs and all(p.quick for p in programs)
+    finally:
+        release.set()
+    assert fr.cuda.wait_for_compiles(300)
+    assert not any(p.quick for p in programs)
+    full = [fr.asnumpy(o) for o in _as_tuple(f(*args))]
+    for q, o in zip(quick, full):
+        assert q.dtype == o.dtype and q.shape == o.shape
+        q, o = np.atleast_1d(q), np.atleast_1d(o)  # a 0-d array has no byte view
+        differ = np.count_nonzero(q.view(np.uint8) != o.view(np.uint8))
+        assert differ == 0, f"{differ} bytes differ between the quick and the optimised build"
+
+
+def _as_tuple(x):
+    return x if isinstance(x, tuple) else (x,)
 
 
 def test_concatenate_and_stacked_views():

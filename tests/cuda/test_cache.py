@@ -308,7 +308,7 @@ def test_public_stats_count_compiles_but_not_new_sizes(tmp_path, monkeypatch):
     from fuseray.backends.cuda import program
 
     monkeypatch.setattr(cache_mod, "_default", KernelCache(tmp_path))
-    keys = {"hits", "misses", "disk_hits", "compiles", "discarded"}
+    keys = {"hits", "misses", "disk_hits", "compiles", "discarded", "quick_compiles"}
     assert set(fr.cuda.kernel_cache_stats()) == keys
 
     def compile_for(n):

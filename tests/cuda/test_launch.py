@@ -150,7 +150,7 @@ def test_fast_math_switched_between_calls_selects_its_own_program(fake_gpu, monk
         monkeypatch.setattr(config, "fast_math", fast)
         binding.run({}, 0, FakeStream())
         assert fake_gpu[-1][0][1] == program.compile_options()
-    assert made == [("-minimal",), ("--use_fast_math",)]  # each compiled once, then reused
+    assert made == [("-minimal", "-fmad=false"), ("--use_fast_math",)]  # each once, reused
     assert fake_gpu[0][0] != fake_gpu[1][0] and fake_gpu[0][0] == fake_gpu[2][0]
 
 

@@ -51,7 +51,8 @@ class CacheStats:
 
     ``hits``: lookups served from memory. ``misses``: the others; each ends as a ``disk_hits``, a
     ``compiles``, or (under concurrency) a wait for another thread compiling the same key.
-    ``discarded``: disk entries that failed validation and were deleted.
+    ``discarded``: disk entries that failed validation and were deleted. ``quick_compiles``:
+    quick builds (``tiers``), which are never cached.
     """
 
     hits: int = 0
@@ -59,6 +60,7 @@ class CacheStats:
     disk_hits: int = 0
     compiles: int = 0
     discarded: int = 0
+    quick_compiles: int = 0
 
 
 def cache_key(source: str, name: str, arch: str, options: tuple[str, ...]) -> bytes:
@@ -125,12 +127,18 @@ class KernelCache:
         self._lock = threading.Lock()
         self._warned = False
         self._hits = self._misses = self._disk_hits = self._compiles = self._discarded = 0
+        self._quick_compiles = 0
 
     @property
     def stats(self) -> CacheStats:
         with self._lock:
             return CacheStats(
-                self._hits, self._misses, self._disk_hits, self._compiles, self._discarded
+                self._hits,
+                self._misses,
+                self._disk_hits,
+                self._compiles,
+                self._discarded,
+                self._quick_compiles,
             )
 
     def path_for(self, key: bytes) -> Path | None:
@@ -164,6 +172,33 @@ class KernelCache:
         finally:
             with self._lock:
                 self._key_locks.pop(key, None)
+        return cubin
+
+    def find(
+        self, source: str, name: str, arch: str, options: tuple[str, ...] = ()
+    ) -> bytes | None:
+        """The CUBIN ``get_cubin`` would return, if memory or disk has it; never compiles."""
+        key = cache_key(source, name, arch, tuple(options))
+        with self._lock:
+            cubin = self._memory.get(key)
+            if cubin is not None:
+                self._hits += 1
+                return cubin
+        cubin = self._load(key)
+        if cubin is not None:
+            with self._lock:
+                self._misses += 1
+                self._disk_hits += 1
+                self._memory[key] = cubin
+        return cubin
+
+    def compile_quick(
+        self, source: str, name: str, arch: str, options: tuple[str, ...], quick: tuple[str, ...]
+    ) -> bytes:
+        """A quick build: ``options`` plus ``quick``, compiled now and cached nowhere."""
+        cubin = nvrtc.compile_cubin(source, name, arch, (*options, *quick))
+        with self._lock:
+            self._quick_compiles += 1
         return cubin
 
     def _load_or_compile(

@@ -35,11 +35,12 @@ from ... import config, dtypes
 from ...fusion import Kernel, Plan
 from ...schedule import MAX_COUNTERS, Launch, elementwise_launch, reduce_launch
 from ...views import c_strides
-from . import driver, launch_index, memory, streams
+from . import driver, launch_index, memory, streams, tiers
 from .cache import default_cache
 from .codegen import Generated
 from .memory import DeviceArray, DeviceMemory
 from .model import KernelModel, access_views, build_model, layout_for, store_layout
+from .nvrtc import CompileError
 from .program import compile_options, variant
 
 # ---------------------------------------------------------------------------------------------
@@ -48,18 +49,36 @@ from .program import compile_options, variant
 
 
 class Program:
-    """A generated kernel loaded on one device, with its prebuilt argument layout."""
+    """A generated kernel loaded on one device, with its prebuilt argument layout.
 
-    __slots__ = ("function", "generated", "pack")
+    A kernel no cache level holds starts on a quick build (``quick`` is True) while
+    ``tiers`` compiles the optimised one, which then replaces ``function``.
+    """
+
+    __slots__ = ("function", "generated", "pack", "quick")
 
     def __init__(self, generated: Generated, device_id: int):
-        props = driver.device_props(device_id)
-        cubin = default_cache().get_cubin(
-            generated.source, generated.name, props.arch, compile_options()
-        )
+        arch = driver.device_props(device_id).arch
+        options = compile_options()
+        source, name = generated.source, generated.name
+        cache = default_cache()
         self.generated = generated
-        self.function = driver.load_function(device_id, cubin, generated.name)
         self.pack = driver.arg_pack([p.kind for p in generated.params])
+        self.quick = False
+        cubin = cache.find(source, name, arch, options)
+        if cubin is None and tiers.enabled(options):
+            try:
+                quick = cache.compile_quick(source, name, arch, options, tiers.QUICK_OPTIONS)
+            except CompileError:
+                quick = None  # the optimised build below reports what NVRTC says
+            if quick is not None:
+                self.function = driver.load_function(device_id, quick, name)
+                self.quick = True
+                tiers.schedule_upgrade(self, device_id, arch, options)
+                return
+        if cubin is None:
+            cubin = cache.get_cubin(source, name, arch, options)
+        self.function = driver.load_function(device_id, cubin, name)
 
 
 _programs: dict[tuple[str, int], Program] = {}

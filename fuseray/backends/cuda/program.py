@@ -57,7 +57,11 @@ def compile_options() -> tuple[str, ...]:
     # keeps them: they are where --use_fast_math maps sinf & co. to their intrinsics (on the
     # H200's NVRTC 13.0, a -minimal kernel calling sinf compiled to the same CUBIN with and
     # without it, and fast-math chain20 ran no faster than precise).
-    return ("--use_fast_math",) if config.fast_math else ("-minimal",)
+    # -fmad=false: precise kernels round a * b + c as NumPy does, twice, rather than as one FMA
+    # where NVVM chooses to contract; it also makes the quick and the optimised build of a
+    # kernel compute the same bits (tiers.py), which contraction at different optimisation
+    # levels would not.
+    return ("--use_fast_math",) if config.fast_math else ("-minimal", "-fmad=false")
 
 
 def assumed_layouts(
