@@ -463,6 +463,61 @@ def test_large_reductions(case):
         np.testing.assert_allclose(got, x.astype(f64).sum(), rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "int32", "uint8", "bool"])
+@pytest.mark.parametrize("length", [5, 127, 1000, 4099, 20003, (1 << 16) + 7])
+def test_streamed_reductions_with_vector_loads(dtype, length):
+    """Row reductions stream 16-byte vectors over each row's aligned span and single elements
+    around it (codegen_reduce.stream_vector): row lengths around the spans, rows that start
+    aligned, rows of which only some are (a pitch of L + 1) and rows that never are (an offset
+    of one element), with NaNs and ties among the extremes."""
+    rng = np.random.default_rng(length)
+    base = _reduction_data(dtype, (6, length + 1), rng)
+    if base.dtype.kind == "f":
+        base[2, length // 2] = np.nan
+        base[4, length - 1] = np.nan
+    fbase = fr.asarray(base)
+    views = {
+        "contiguous": (base[:, :length].copy(), fr.asarray(base[:, :length].copy())),
+        "pitched": (base[:, :length], fbase[:, :length]),
+        "offset": (base[:, 1:], fbase[:, 1:]),
+    }
+    failures = []
+    for view, (x, fx) in views.items():
+        cases = {
+            "sum": (x.sum(axis=1), fx.sum(axis=1)),
+            "max": (x.max(axis=1), fx.max(axis=1)),
+            "min": (x.min(axis=1), fx.min(axis=1)),
+            "argmax": (x.argmax(axis=1), fx.argmax(axis=1)),
+            "argmin": (x.argmin(axis=1), fx.argmin(axis=1)),
+            "any": (x.any(axis=1), fx.any(axis=1)),
+        }
+        if dtype != "bool":
+            cases["sumsq"] = (np.square(x, dtype=x.dtype).sum(axis=1), (fx * fx).sum(axis=1))
+        fr.compute(*[g for _, g in cases.values()])
+        for name, (e, g) in cases.items():
+            try:
+                rtol = 5e-3 if dtype == "float16" and name in ("sum", "sumsq") else None
+                check(e, g, rtol=rtol)
+            except AssertionError as exc:
+                failures.append(f"{view} {name}: {str(exc)[:300]}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("offset", [0, 1, 3])
+def test_full_reductions_with_vector_loads(offset):
+    """A full reduction split over blocks streams vectors from each block's aligned start."""
+    rng = np.random.default_rng(offset)
+    x = rng.standard_normal((1 << 20) + 3 + offset).astype(np.float32)
+    x[777_777] = 50.0
+    fx = fr.asarray(x)[offset:]
+    x = x[offset:]
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(fr.asnumpy((fx * fx).sum()), (x64 * x64).sum(), rtol=1e-5)
+    assert int(fx.argmax()) == int(x.argmax())
+    y = rng.integers(-9, 9, (1 << 20) + 5).astype(np.int32)
+    assert int(fr.asarray(y)[offset:].sum()) == int(y[offset:].astype(np.int64).sum())
+
+
 def test_row_epilogues_and_row_reads():
     rng = np.random.default_rng(5)
     m = rng.standard_normal((66, 130)).astype(np.float32)

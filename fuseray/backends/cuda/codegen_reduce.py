@@ -343,11 +343,60 @@ class _Gen:
         emit_nodes(em, m, nodes, lambda s: m.refs[s].name, self.take)
         sink(em, "j")
 
+    def stream_vector(self, nodes, accesses) -> int:
+        """Lanes of the 16-byte loads a streaming pass may use (0: none). Every access must be
+        in memory, contiguous along the reduced range (offset ``a_r + j``) and of one item size,
+        and the pass must only accumulate (stores and takes keep scalar loops)."""
+        if not accesses or self.sink_layouts or self.m.gathers or not self.inner or self.guard:
+            return 0
+        sizes = {a.dtype.itemsize for a in accesses}
+        if len(sizes) != 1 or any(a.scalar is not None for a in accesses):
+            return 0
+        lays = [self.layout[a.index] for a in accesses]
+        if any(lay.cls[0] != "x" or lay.cls[2] != "1" or lay.masks for lay in lays):
+            return 0
+        lanes = 16 // sizes.pop()
+        return lanes if lanes > 1 else 0
+
     def streaming(self, em: Emitter, nodes, accesses, sink) -> None:
-        """The pass over [fr_j0, fr_j1) straight from memory, ``unroll`` loads in flight."""
+        """The pass over [fr_j0, fr_j1) straight from memory, ``unroll`` loads in flight: of
+        16-byte vectors over the longest aligned span when every access allows it
+        (``stream_vector``; NOTES.md G21), then of single elements."""
         u = self.s.unroll
         with em.block("if (fr_active)"):
             em("fr_idx fr_j = fr_j0 + fr_w;")
+            lanes = self.stream_vector(nodes, accesses)
+            if lanes:
+                # the row's start must be a whole vector in every array (pointer and row offset);
+                # then vectors cover [fr_j0, fr_jv) in spans of unroll x lanes x fr_W elements and
+                # the scalar loops below take [fr_jv, fr_j1)
+                aligned = " && ".join(
+                    f"fr_aligned<{lanes}>({a.name}_p + {a.name}_r + fr_j0)" for a in accesses
+                )
+                with em.block(f"if ({aligned})"):
+                    em(f"const fr_idx fr_span = (fr_idx){u * lanes} * fr_W;")
+                    em("const fr_idx fr_jv = fr_j0 + (fr_j1 - fr_j0) / fr_span * fr_span;")
+                    loop = (
+                        f"for (fr_idx fr_b = fr_j0 + (fr_idx){lanes} * fr_w; fr_b < fr_jv;"
+                        " fr_b += fr_span)"
+                    )
+                    with em.block(loop):
+                        for a in accesses:
+                            em(f"fr_vec<{c_type(a.dtype)}, {lanes}> {a.name}_v[{u}];")
+                        em("#pragma unroll")
+                        with em.block(f"for (int u = 0; u < {u}; ++u)"):
+                            em(f"const fr_idx fr_v = fr_b + (fr_idx)u * {lanes} * fr_W;")
+                            for a in accesses:
+                                em(f"{a.name}_v[u] = fr_load_vec<{lanes}>({a.name}_p + {a.name}_r"
+                                   " + fr_v, 0);")
+                        em("#pragma unroll")
+                        with em.block(f"for (int u = 0; u < {u}; ++u)"):
+                            em("#pragma unroll")
+                            with em.block(f"for (int fr_k = 0; fr_k < {lanes}; ++fr_k)"):
+                                em(f"const fr_idx j = fr_b + (fr_idx)u * {lanes} * fr_W + fr_k;")
+                                values = {a.index: f"{a.name}_v[u].v[fr_k]" for a in accesses}
+                                self.element(em, "j", nodes, accesses, values, sink)
+                    em("fr_j = fr_jv + fr_w;")
             if accesses and u > 1:
                 with em.block(
                     f"for (; fr_j + (fr_idx)({u - 1}) * fr_W < fr_j1; fr_j += (fr_idx){u} * fr_W)"
