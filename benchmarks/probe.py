@@ -1101,7 +1101,276 @@ def probe_chain20c() -> None:
     print("   source has fr_sqrt:", "fr_sqrt" in gen.source)
 
 
-SECTIONS = {"chain20c": probe_chain20c, "factors": probe_sumsq_factors, "sqrt": probe_sqrt,
+MDIV = r"""
+__device__ __forceinline__ float fr_mdiv(float a, float b, float y) {
+  const float q = a * y;
+  return fmaf(fmaf(-b, q, a), y, q);
+}
+"""
+
+
+def _markstein(divisor: str):
+    """An edit: divisions by the row value ``divisor`` become a multiply by its correctly
+    rounded reciprocal and one FMA correction (Markstein), the reciprocal once per row."""
+
+    def edit(s: str) -> str:
+        s = s.replace('#include "fuseray_index.cuh"', '#include "fuseray_index.cuh"' + MDIV, 1)
+        s, n = re.subn(rf"(const float {divisor} = [^;]*;)",
+                       rf"\1 const float fr_y_{divisor} = __frcp_rn({divisor});", s)
+        s, m = re.subn(rf"fr_divide\((\w+), {divisor}\)",
+                       rf"fr_mdiv(\1, {divisor}, fr_y_{divisor})", s)
+        assert n and m, (n, m)
+        return s
+
+    return edit
+
+
+def _outputs(binding, dev, stream) -> list[np.ndarray]:
+    from fuseray.backends.cuda import memory
+
+    env: dict = {}
+    binding.run(env, dev, stream)
+    return [memory.to_host(env[o[0]]) for o in binding.outputs]
+
+
+def probe_tiers() -> None:
+    """Tiered compilation's questions: how fast a quick build (-Ofc=max) compiles on this host,
+    whether it computes bit for bit what the full build does once FMA contraction is off
+    (-fmad=false), and what -fmad=false costs the full build; plus a Markstein division by the
+    row value for layernorm and softmax."""
+    import workloads
+    from fuseray.backends.cuda import launch
+
+    x1 = fr.asarray(np.ones(1 << 20, np.float32))
+    node = (fr.sin(x1) * 1.2345671 + x1)._node
+    name, src = program.generate(kernel_of(node))
+    arch = driver.device_props(driver.current_device()).arch
+    builds = {"full": ("-minimal",), "full nofma": ("-minimal", "-fmad=false"),
+              "quick nofma": ("-minimal", "-fmad=false", "-Ofc=max"),
+              "quick": ("-minimal", "-Ofc=max")}
+    times: dict = {b: [] for b in builds}
+    for rep in range(5):
+        for b, opts in builds.items():
+            t0 = time.perf_counter()
+            nvrtc.compile_cubin(src.replace(name, f"{name}t{rep}"), name, arch, opts)
+            times[b].append(time.perf_counter() - t0)
+    for b, ts in times.items():
+        print(f"new kernel NVRTC {b}: {statistics.median(ts) * 1e3:.1f} ms "
+              f"(min {min(ts) * 1e3:.1f})", flush=True)
+    rng = np.random.default_rng(0)
+    dev, stream = driver.current_device(), streams.get_current_stream()
+    for wl, nbytes in (("triad", 16), ("gelu", 8), ("black_scholes", 20), ("softmax", 8),
+                       ("layernorm", 8), ("sumsq", 4), ("colsum", 4), ("chain20", 8)):
+        ins = [fr.asarray(a) for a in workloads.inputs(wl, N, rng)]
+        res = workloads.WORKLOADS[wl](fr, *ins)
+        res = res if isinstance(res, tuple) else (res,)
+        kernel = runtime.prepare([r._node for r in res])[1].kernels[0]
+        binding = launch.binding_for(kernel)
+        run = lambda b=binding: b.run({}, dev, stream)  # noqa: E731
+        run()
+        programs, outs = {}, {}
+        edits = {"softmax": "t3", "layernorm": "t5"}
+        variants = dict(builds)
+        if wl in edits:
+            variants["full nofma markstein"] = ("-minimal", "-fmad=false")
+        for label, opts in variants.items():
+            edit = _markstein(edits[wl]) if "markstein" in label else (lambda s: s)
+            swap_source(binding, edit, base=opts)
+            programs[label] = binding.last_state.program
+            outs[label] = _outputs(binding, dev, stream)
+        ref = outs["full nofma"]
+        for label, o in outs.items():
+            diff = sum(int(np.count_nonzero(a.view(np.uint32) != b.view(np.uint32)))
+                       for a, b in zip(o, ref))
+            print(f"{wl} {label}: {diff} elements differ bitwise from full nofma", flush=True)
+        results: dict = {lb: [] for lb in programs}
+        for _ in range(3):
+            for lb, prog in programs.items():
+                binding.last_state.program = prog
+                results[lb].append(timed(run, 10))
+        for lb, ts in results.items():
+            report(f"{wl} {lb} (median of 3 interleaved)", statistics.median(ts), nbytes * N)
+        del ins, res
+
+
+MARKSTEIN_ALL = r"""
+#include "fuseray_index.cuh"
+// a and d run over every significand in [1, 2) (scaling by powers of two maps every quotient of
+// the safe range onto one of these): the one-step and the two-step correction against div.rn
+extern "C" __global__ void markstein_all(int d0, int dn, unsigned long long* bad) {
+  unsigned long long one = 0, two = 0;
+  for (int di = d0 + blockIdx.x * blockDim.x + threadIdx.x; di < d0 + dn;
+       di += gridDim.x * blockDim.x) {
+    const float d = __int_as_float(0x3f800000 | di);
+    const float y = __frcp_rn(d);
+    for (int ai = 0; ai < (1 << 23); ++ai) {
+      const float a = __int_as_float(0x3f800000 | ai);
+      const float want = __fdiv_rn(a, d);
+      const float q0 = a * y;
+      const float q1 = fmaf(fmaf(-d, q0, a), y, q0);
+      const float q2 = fmaf(fmaf(-d, q1, a), y, q1);
+      one += q1 != want;
+      two += q2 != want;
+    }
+  }
+  atomicAdd(bad, one);
+  atomicAdd(bad + 1, two);
+}
+"""
+
+
+def probe_markstein() -> None:
+    """One and two Markstein corrections of ``a * rcp(d)`` against div.rn on every pair of
+    significands (NOTES.md G20)."""
+    func = load(MARKSTEIN_ALL, "markstein_all")
+    bad = fr.asarray(np.zeros(2, np.uint64))
+    total, step, t0 = 1 << 23, 1 << 18, time.perf_counter()
+    done = 0
+    while done < total and time.perf_counter() - t0 < 150:
+        driver.launch(func, 132 * 8, 256, [done, step, ptr(bad)], ["int32", "int32", "ptr"], 0,
+                      stream_handle())
+        fr.synchronize()
+        done += step
+    one, two = (int(v) for v in fr.asnumpy(bad))
+    print(f"markstein: {done} of {total} divisors x 2^23 numerators in "
+          f"{time.perf_counter() - t0:.1f} s: one correction differs from div.rn {one} times, "
+          f"two corrections {two} times", flush=True)
+
+
+def probe_suitecall() -> None:
+    """small_triad as the suite measures it (gpu.small_triad_us), in a fresh process and again
+    after the peers have been imported and run, with the garbage collector on and off, and the
+    driver calls a cached call makes besides the launch (NOTES.md G18, G22)."""
+    import collections
+    import gc
+
+    import gpu
+
+    import workloads
+
+    fw = gpu.FuserayFW()
+
+    def measure(label: str) -> None:
+        ts = [gpu.small_triad_us(fw) for _ in range(3)]
+        gc.disable()
+        try:
+            off = [gpu.small_triad_us(fw) for _ in range(3)]
+        finally:
+            gc.enable()
+        print(f"small_triad {label}: {statistics.median(ts):.2f} us "
+              f"(gc off {statistics.median(off):.2f} us; gc counts {gc.get_count()})", flush=True)
+
+    measure("fresh process")
+    counts: collections.Counter = collections.Counter()
+    cu = driver.cu
+    originals = {n: getattr(cu, n) for n in dir(cu) if n.startswith("cu") and n != "cuLaunchKernel"
+                 and callable(getattr(cu, n))}
+
+    def counting(name, fn):
+        def call(*a, **k):
+            counts[name] += 1
+            return fn(*a, **k)
+        return call
+
+    f = fw.make("triad")
+    args = [fw.to_device(a) for a in workloads.inputs("triad", 4096, np.random.default_rng(7))]
+    f(*args)
+    fr.synchronize()
+    for n, fn in originals.items():
+        setattr(cu, n, counting(n, fn))
+    try:
+        for _ in range(1000):
+            f(*args)
+        fr.synchronize()
+    finally:
+        for n, fn in originals.items():
+            setattr(cu, n, fn)
+    print(f"driver calls in 1000 cached calls besides the launch: {dict(counts)}", flush=True)
+    host = workloads.inputs("triad", N, np.random.default_rng(0))
+    for name in ("cupy", "torch", "torch.compile", "jax.jit"):
+        try:
+            peer = gpu.FRAMEWORKS[name]()
+            g = peer.make("triad")
+            dev = [peer.to_device(a) for a in host]
+            for _ in range(3):
+                g(*dev)
+            peer.sync()
+            del dev, g
+            peer.free()
+        except Exception as e:  # noqa: BLE001 - a missing peer is reported
+            print(f"{name}: {type(e).__name__}: {e}"[:200], flush=True)
+    measure("after the peers ran triad at N")
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(5000):
+        f(*args)
+    prof.disable()
+    fr.synchronize()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+
+
+def probe_vectors() -> None:
+    """Reductions and row kernels as generated (16-byte vectors in streaming passes, G21, and
+    in full rows' cached passes, G22) against the same kernels generated with single-element
+    accesses: interleaved medians and bitwise agreement of the outputs."""
+    import workloads
+    from fuseray.backends.cuda import codegen_reduce, launch
+
+    rng = np.random.default_rng(0)
+    dev, stream = driver.current_device(), streams.get_current_stream()
+    arch = driver.device_props(dev).arch
+    m = rng.standard_normal((N // 1024, 1024), dtype=np.float32)
+    cases = {wl: (workloads.inputs(wl, N, rng), workloads.MIN_BYTES_PER_ELEMENT[wl])
+             for wl in ("sumsq", "softmax", "layernorm", "colsum")}
+    cases["rowsum"] = ((m,), 4)
+    for wl, (host, per) in cases.items():
+        ins = [fr.asarray(a) for a in host]
+        res = (ins[0].sum(axis=1) if wl == "rowsum" else workloads.WORKLOADS[wl](fr, *ins))
+        kernel = kernel_of(res._node)
+        binding = launch.binding_for(kernel)
+        run = lambda b=binding: b.run({}, dev, stream)  # noqa: E731
+        run()
+        generated = binding.last_state.program
+        if program.generate(kernel)[1] != generated.generated.source:
+            print(f"{wl}: the binding's layouts differ from generate()'s: skipped", flush=True)
+            continue
+        saved = codegen_reduce._Gen.cache_lanes, codegen_reduce._Gen.stream_vector
+        codegen_reduce._Gen.cache_lanes = lambda self: 0
+        codegen_reduce._Gen.stream_vector = lambda self, nodes, accesses: 0
+        try:
+            name, source = program.generate(kernel)
+        finally:
+            codegen_reduce._Gen.cache_lanes, codegen_reduce._Gen.stream_vector = saved
+        if source == generated.generated.source:
+            print(f"{wl}: no vector path in the generated kernel", flush=True)
+            continue
+        cubin = nvrtc.compile_cubin(source, name, arch, program.compile_options())
+        scalar = generated.__class__.__new__(generated.__class__)
+        scalar.generated, scalar.pack = generated.generated, generated.pack
+        scalar.function = driver.load_function(dev, cubin, name)
+        programs = {"vectors": generated, "single elements": scalar}
+        outs = {}
+        for label, prog in programs.items():
+            binding.last_state.program = prog
+            outs[label] = _outputs(binding, dev, stream)
+        diff = sum(int(np.count_nonzero(np.atleast_1d(a).view(np.uint8)
+                                        != np.atleast_1d(b).view(np.uint8)))
+                   for a, b in zip(outs["vectors"], outs["single elements"]))
+        print(f"{wl}: {diff} bytes of the outputs differ (summation order)", flush=True)
+        results: dict = {lb: [] for lb in programs}
+        for _ in range(5):
+            for lb, prog in programs.items():
+                binding.last_state.program = prog
+                results[lb].append(timed(run, 10))
+        binding.last_state.program = generated
+        for lb, ts in results.items():
+            report(f"{wl} {lb} (median of 5 interleaved)", statistics.median(ts), per * N)
+        del ins, res
+
+
+SECTIONS = {"vectors": probe_vectors, "suitecall": probe_suitecall, "tiers": probe_tiers,
+            "markstein": probe_markstein,
+            "chain20c": probe_chain20c, "factors": probe_sumsq_factors, "sqrt": probe_sqrt,
             "pch": probe_pch,
             "chain20b": probe_chain20b, "split": probe_split, "launch": probe_launch,
             "rows2": probe_rows2, "ofc": probe_ofc, "fastmath": probe_fastmath,

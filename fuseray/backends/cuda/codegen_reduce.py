@@ -175,6 +175,9 @@ class _Gen:
         # accumulations select on, and the test stores are predicated on (None: unguarded)
         self.guard: str | None = None
         self.store_guard: str | None = None
+        # lanes of the vectors the cached passes of the copy being emitted load and store (0:
+        # single elements; ``cache_lanes``)
+        self.lanes = 0
         # full-level takes read their sources at the element's coordinates
         self.gather_full = any(m.level[t] == "full" for t in m.gathers)
         self.take = row_take(m, self.layout, self.top_coords())
@@ -268,10 +271,12 @@ class _Gen:
         sink_layouts: list[Layout],
         cached: bool,
         full: bool = False,
+        outs: list[Output] = (),
     ) -> None:
         """One pass over the row's reduced range, evaluating the cone of ``roots``: from the
         register cache (``cached``: the row fits it; ``full``: it fills every slot, so that no
-        slot is tested), or streaming from memory."""
+        slot is tested; with ``self.lanes``, in vectors), or streaming from memory. ``outs``:
+        the outputs ``sink`` stores."""
         self.sink_layouts = sink_layouts
         if not cached:
             nodes, accesses, _ = full_cone(self.m, roots)
@@ -280,6 +285,9 @@ class _Gen:
         p = self.pass_index
         self.pass_index += 1
         preload = self.preload(p)
+        if self.lanes:
+            self.vector_pass(em, p, sink, preload, outs)
+            return
         if preload:
             # every load of the row is issued before the first use: a warp has its whole row in
             # flight instead of one load per step of the reduction's dependency chain
@@ -315,6 +323,72 @@ class _Gen:
                     self.guard = self.store_guard = "fr_in"
                 self.cached_element(em, p, sink, preload)
                 self.guard = self.store_guard = None
+
+    def cache_lanes(self) -> int:
+        """Lanes of the vectors a full row's cached passes may move (0: none). Every full-level
+        access and store must be in memory, contiguous along the row and unmasked, and the
+        passes must not take; the lanes make the widest item 16 bytes, and must divide the
+        slots. The kernel still tests each row's start for alignment (``vector_rows``)."""
+        m = self.m
+        if not self.cached or not self.inner or m.gathers or self.gather_full:
+            return 0
+        items = [(a, self.layout[a.index]) for a in self.full_accesses]
+        items += [(o, self.store_layout[o.index]) for o in m.full_stores]
+        if not items or any(getattr(x, "scalar", None) is not None for x, _ in items):
+            return 0
+        if any(lay.cls[0] != "x" or lay.cls[2] != "1" or lay.masks for _, lay in items):
+            return 0
+        lanes = min(8, 16 // max(x.dtype.itemsize for x, _ in items))
+        return lanes if lanes > 1 and self.s.items % lanes == 0 else 0
+
+    def vector_rows(self, lanes: int) -> str:
+        """The test that the current row starts on a whole vector in every array it reads or
+        writes at full level."""
+        names = [a.name for a in self.full_accesses] + [o.name for o in self.m.full_stores]
+        return " && ".join(f"fr_aligned<{lanes}>({n}_p + {n}_r)" for n in names)
+
+    def vector_pass(self, em: Emitter, p: int, sink, preload: list[Access], outs) -> None:
+        """Pass ``p`` of a full row in vectors: slot ``k = g * lanes + i`` of thread ``fr_w``
+        holds element ``j = (fr_w + g * fr_W) * lanes + i``, so that a warp's ``g``-th vectors
+        are contiguous. Preloads fill the cache vector by vector first (G3); then each group
+        of slots loads its other accesses as vectors, computes its lanes and stores vectors."""
+        m, v, groups = self.m, self.lanes, self.s.items // self.lanes
+        vec = "const fr_idx fr_v = (fr_idx)fr_w + (fr_idx)g * fr_W;"
+        if preload:
+            em("#pragma unroll")
+            with em.block(f"for (int g = 0; g < {groups}; ++g)"):
+                em(vec)
+                for a in preload:
+                    t = c_type(a.dtype)
+                    em(f"const fr_vec<{t}, {v}> {a.name}_w = "
+                       f"fr_load_vec<{v}>({a.name}_p + {a.name}_r, fr_v);")
+                    em("#pragma unroll")
+                    em(f"for (int i = 0; i < {v}; ++i) {a.name}_c[g * {v} + i] = {a.name}_w.v[i];")
+        nodes, accesses, reused = self.plan.cones[p]
+        loads = [a for a in accesses if a not in preload]
+        self.guard, self.store_guard = None, None
+        em("#pragma unroll")
+        with em.block(f"for (int g = 0; g < {groups}; ++g)"):
+            em(vec)
+            for a in loads:
+                em(f"const fr_vec<{c_type(a.dtype)}, {v}> {a.name}_w = "
+                   f"fr_load_vec<{v}>({a.name}_p + {a.name}_r, fr_v);")
+            for o in outs:
+                em(f"fr_vec<{c_type(o.dtype)}, {v}> {o.name}_w;")
+            em("#pragma unroll")
+            with em.block(f"for (int i = 0; i < {v}; ++i)"):
+                em(f"const int k = g * {v} + i;")
+                em(f"const fr_idx j = fr_v * {v} + i;")
+                for n in reused:
+                    em(f"const {c_type(n.dtype)} {m.refs[n].name} = {m.refs[n].name}_c[k];")
+                for a in preload:
+                    em(f"const {c_type(a.dtype)} {a.name} = {a.name}_c[k];")
+                for a in loads:
+                    em(f"const {c_type(a.dtype)} {a.name} = {a.name}_w.v[i];")
+                emit_nodes(em, m, nodes, lambda s: m.refs[s].name, self.take)
+                sink(em, "j")
+            for o in outs:
+                em(f"if (fr_active) fr_store_vec<{v}>({o.name}_p + {o.name}_r, fr_v, {o.name}_w);")
 
     def preload(self, p: int) -> list[Access]:
         """The accesses pass ``p`` loads into the cache (for later passes)."""
@@ -476,11 +550,16 @@ class _Gen:
                 # that fill every slot of the cache (a 1024-long row over 32 threads of 32 slots)
                 # get a copy without slot tests: on an H100 softmax 2743 -> 2856 GB/s, layernorm
                 # 2465 -> ~2690 (benchmarks/NOTES.md G10).
+                # Where every full-level array allows it, full rows that start aligned move
+                # 16-byte vectors instead (NOTES.md G22), and other full rows take the copy
+                # with slot tests: three copies of the passes, not four.
+                lanes = self.cache_lanes()
+                full_test = f"fr_full && {self.vector_rows(lanes)}" if lanes else "fr_full"
                 em.if_else(
                     "fr_cached",
                     lambda: em.if_else(
-                        "fr_full",
-                        lambda: self.cached_passes(em, full=True),
+                        full_test,
+                        lambda: self.cached_passes(em, full=True, lanes=lanes),
                         lambda: self.cached_passes(em, full=False),
                     ),
                     lambda: self.passes(em, cached=False),
@@ -489,11 +568,15 @@ class _Gen:
                 self.passes(em, cached=False)
         return em.text()
 
-    def cached_passes(self, em: Emitter, full: bool) -> None:
-        """The row's register cache, then its passes over it."""
+    def cached_passes(self, em: Emitter, full: bool, lanes: int = 0) -> None:
+        """The row's register cache, then its passes over it (in vectors of ``lanes``)."""
         for n in self.plan.cached:
             em(f"{c_type(n.dtype)} {self.m.refs[n].name}_c[{self.s.items}];")
-        self.passes(em, cached=True, full=full)
+        self.lanes = lanes
+        try:
+            self.passes(em, cached=True, full=full)
+        finally:
+            self.lanes = 0
 
     def passes(self, em: Emitter, cached: bool, full: bool = False) -> None:
         """A row's passes: each stage's reductions with their row-level epilogues, then (row
@@ -521,7 +604,7 @@ class _Gen:
             outs = m.full_stores
             lays = [self.store_layout[o.index] for o in outs]
             self.emit_pass(em, [o.store.value for o in outs], self.store_sink(outs), lays, cached,
-                           full)
+                           full, outs)
         if m.row_stores:
             with em.block("if (fr_active && fr_w == 0)"):
                 for o in m.row_stores:
@@ -567,6 +650,9 @@ class _Gen:
     def store_sink(self, outs: list[Output]):
         def sink(em: Emitter, j: str) -> None:
             for o in outs:
+                if self.lanes:  # the vector pass stores the vector
+                    em(f"{o.name}_w.v[i] = {self.m.refs[o.store.value].name};")
+                    continue
                 off, _ = self.full_offset(em, o.name, self.store_layout[o.index], j)
                 store = f"{o.name}_p[{off}] = {self.m.refs[o.store.value].name};"
                 em(f"if ({self.store_guard}) {store}" if self.store_guard else store)
