@@ -255,14 +255,11 @@ class FuserayFW(Framework):
         self.fr.cuda.wait_for_compiles()
 
     def reset_peak(self):
-        stats = getattr(self.fr.cuda, "reset_peak_memory", None) if hasattr(self.fr, "cuda") \
-            else None
-        if stats is not None:
-            stats()
+        if self.fr.cuda.is_available():  # peak device memory: a CUDA pool's statistic
+            self.fr.cuda.reset_peak_memory()
 
     def peak_bytes(self):
-        peak = getattr(self.fr.cuda, "peak_memory", None) if hasattr(self.fr, "cuda") else None
-        return peak() if peak is not None else None
+        return self.fr.cuda.peak_memory() if self.fr.cuda.is_available() else None
 
 
 class FuserayFastMathFW(FuserayFW):
@@ -386,6 +383,7 @@ def evaluating(fn: Callable, args) -> Callable:
         for r in as_tuple(res):
             if hasattr(r, "compute"):
                 r.compute()
+        return res
 
     return call
 

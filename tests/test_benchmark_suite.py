@@ -1,0 +1,46 @@
+"""The GPU suite's measuring code (benchmarks/gpu.py), run on the CPU with NumPy and fuseray: a
+workload's results must reach the correctness check (a suite that checks nothing would mark
+every framework right, or, as once happened, every framework wrong)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import gpu  # noqa: E402
+
+import workloads  # noqa: E402
+
+FRAMEWORKS = [gpu.NumPyFW, gpu.FuserayFW]
+
+
+@pytest.mark.parametrize("name", list(workloads.WORKLOADS))
+@pytest.mark.parametrize("framework", FRAMEWORKS, ids=lambda f: f.name)
+def test_bench_workload_checks_the_results(framework, name, monkeypatch):
+    from fuseray import config
+
+    monkeypatch.setattr(config, "device", "cpu")
+    fw = framework()
+    host = workloads.inputs(name, 1 << 12, np.random.default_rng(1))
+    ref = workloads.WORKLOADS[name](np, *(a.astype(np.float64) for a in host))
+    ref = tuple(np.asarray(r, np.float64) for r in gpu.as_tuple(ref))
+    r = gpu.bench_workload(fw, name, host, ref, repeat=2)
+    assert r["rel_error"] < 1e-4
+    assert r["median_ms"] > 0 and r["first_ms"] > 0
+    wrong = tuple(x + 1.0 for x in ref)  # the same check must reject a wrong reference
+    assert gpu.bench_workload(fw, name, host, wrong, repeat=1)["rel_error"] > 1e-4
+
+
+def test_evaluating_returns_the_computed_results():
+    import fuseray as fr
+
+    a = fr.asarray(np.arange(4, dtype=np.float32))
+    call = gpu.evaluating(lambda x: (x + 1, x * 2), [a])
+    got = call()
+    np.testing.assert_array_equal(fr.asnumpy(got[0]), [1, 2, 3, 4])
+    np.testing.assert_array_equal(fr.asnumpy(got[1]), [0, 2, 4, 6])
