@@ -341,6 +341,17 @@ def swap_source(binding, edit, options=(), base=("-minimal",)) -> None:
     st.program = prog
 
 
+def profile_calls(call, count: int, lines: int) -> None:
+    """cProfile of ``count`` calls of ``call``: the ``lines`` functions of most own time."""
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(count):
+        call()
+    prof.disable()
+    fr.synchronize()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(lines)
+
+
 def probe_overhead() -> None:
     small = [fr.asarray(np.random.default_rng(i).standard_normal(4096, dtype=np.float32))
              for i in range(3)]
@@ -377,13 +388,7 @@ def probe_overhead() -> None:
     for _ in range(reps):
         pack.pack(args)
     print(f"ArgPack.pack {(time.perf_counter() - t0) / reps * 1e6:.2f} us")
-    prof = cProfile.Profile()
-    prof.enable()
-    for _ in range(5000):
-        f(*small)
-    prof.disable()
-    fr.synchronize()
-    pstats.Stats(prof).sort_stats("tottime").print_stats(22)
+    profile_calls(lambda: f(*small), 5000, 22)
 
 
 def probe_compile() -> None:
@@ -1300,13 +1305,7 @@ def probe_suitecall() -> None:
         except Exception as e:  # noqa: BLE001 - a missing peer is reported
             print(f"{name}: {type(e).__name__}: {e}"[:200], flush=True)
     measure("after the peers ran triad at N")
-    prof = cProfile.Profile()
-    prof.enable()
-    for _ in range(5000):
-        f(*args)
-    prof.disable()
-    fr.synchronize()
-    pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+    profile_calls(lambda: f(*args), 5000, 15)
 
 
 def probe_vectors() -> None:

@@ -77,6 +77,18 @@ def check(expected, got, rtol=None, atol=None):
     assert_same(expected, fr.asnumpy(got) if isinstance(got, fr.ndarray) else got, rtol, atol)
 
 
+def case_failures(cases: dict, rtol=lambda name: None, label: str = "") -> list[str]:
+    """``check`` of each ``name -> (expected, got)`` case (``rtol(name)`` its tolerance): the
+    failures, each named, so that one test reports every case that fails, not the first."""
+    failures = []
+    for name, (e, g) in cases.items():
+        try:
+            check(e, g, rtol=rtol(name))
+        except AssertionError as exc:
+            failures.append(f"{label}{name}: {str(exc)[:400]}")
+    return failures
+
+
 # ---------------------------------------------------------------------------------------------
 # inputs
 # ---------------------------------------------------------------------------------------------
@@ -343,13 +355,9 @@ def test_reductions_every_axis_subset(dtype, axis, keepdims):
         cases["argmax"] = (x.argmax(axis, keepdims=keepdims), fx.argmax(axis, keepdims=keepdims))
         cases["argmin"] = (x.argmin(axis, keepdims=keepdims), fx.argmin(axis, keepdims=keepdims))
     fr.compute(*[g for _, g in cases.values()])
-    failures = []
-    for name, (e, g) in cases.items():
-        try:
-            rtol = 5e-3 if dtype == "float16" and name in ("sum", "prod") else None
-            check(e, g, rtol=rtol)
-        except AssertionError as exc:
-            failures.append(f"{name}: {str(exc)[:400]}")
+    failures = case_failures(
+        cases, lambda name: 5e-3 if dtype == "float16" and name in ("sum", "prod") else None
+    )
     assert not failures, "\n".join(failures)
 
 
@@ -494,12 +502,10 @@ def test_streamed_reductions_with_vector_loads(dtype, length):
         if dtype != "bool":
             cases["sumsq"] = (np.square(x, dtype=x.dtype).sum(axis=1), (fx * fx).sum(axis=1))
         fr.compute(*[g for _, g in cases.values()])
-        for name, (e, g) in cases.items():
-            try:
-                rtol = 5e-3 if dtype == "float16" and name in ("sum", "sumsq") else None
-                check(e, g, rtol=rtol)
-            except AssertionError as exc:
-                failures.append(f"{view} {name}: {str(exc)[:300]}")
+        failures += case_failures(
+            cases, lambda name: 5e-3 if dtype == "float16" and name in ("sum", "sumsq") else None,
+            f"{view} ",
+        )
     assert not failures, "\n".join(failures)
 
 
@@ -557,11 +563,9 @@ def test_row_kernels_in_vectors(dtype, length):
                 cases["softmax"] = (e / e.sum(axis=1, keepdims=True),
                                     fe / fe.sum(axis=1, keepdims=True))
             fr.compute(*[got for _, got in cases.values()])
-        for name, (want, got) in cases.items():
-            try:
-                check(want, got, rtol=5e-3 if dtype == "float16" else None)
-            except AssertionError as exc:
-                failures.append(f"{view} {name}: {str(exc)[:300]}")
+        failures += case_failures(
+            cases, lambda name: 5e-3 if dtype == "float16" else None, f"{view} "
+        )
     assert not failures, "\n".join(failures)
 
 

@@ -184,11 +184,10 @@ class KernelCache:
             if cubin is not None:
                 self._hits += 1
                 return cubin
-        cubin = self._load(key)
+        cubin = self._load_counted(key)
         if cubin is not None:
             with self._lock:
                 self._misses += 1
-                self._disk_hits += 1
                 self._memory[key] = cubin
         return cubin
 
@@ -204,15 +203,21 @@ class KernelCache:
     def _load_or_compile(
         self, key: bytes, source: str, name: str, arch: str, options: tuple[str, ...]
     ) -> bytes:
-        cubin = self._load(key)
+        cubin = self._load_counted(key)
         if cubin is not None:
-            with self._lock:
-                self._disk_hits += 1
             return cubin
         cubin = nvrtc.compile_cubin(source, name, arch, options)
         with self._lock:
             self._compiles += 1
         self._store(key, cubin)
+        return cubin
+
+    def _load_counted(self, key: bytes) -> bytes | None:
+        """``_load``, counting a disk hit."""
+        cubin = self._load(key)
+        if cubin is not None:
+            with self._lock:
+                self._disk_hits += 1
         return cubin
 
     def clear_memory(self) -> None:

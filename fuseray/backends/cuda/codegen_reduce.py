@@ -150,6 +150,17 @@ ${body}
 """)
 
 
+def _along_row(lay: Layout) -> bool:
+    """Whether an access of this layout is in memory at ``_r + j`` (contiguous along the
+    reduced range) with no mask: what 16-byte vectors along a row need."""
+    return lay.cls[0] == "x" and lay.cls[2] == "1" and not lay.masks
+
+
+def _aligned(names: list[str], lanes: int, start: str) -> str:
+    """The test that each array's row (from ``start``) begins on a whole vector of ``lanes``."""
+    return " && ".join(f"fr_aligned<{lanes}>({n}_p + {n}_r{start})" for n in names)
+
+
 class _Gen:
     def __init__(
         self, m: KernelModel, schedule: Schedule, layouts: list[Layout], store_layouts: list[Layout]
@@ -336,7 +347,7 @@ class _Gen:
         items += [(o, self.store_layout[o.index]) for o in m.full_stores]
         if not items or any(getattr(x, "scalar", None) is not None for x, _ in items):
             return 0
-        if any(lay.cls[0] != "x" or lay.cls[2] != "1" or lay.masks for _, lay in items):
+        if not all(_along_row(lay) for _, lay in items):
             return 0
         lanes = min(8, 16 // max(x.dtype.itemsize for x, _ in items))
         return lanes if lanes > 1 and self.s.items % lanes == 0 else 0
@@ -345,7 +356,7 @@ class _Gen:
         """The test that the current row starts on a whole vector in every array it reads or
         writes at full level."""
         names = [a.name for a in self.full_accesses] + [o.name for o in self.m.full_stores]
-        return " && ".join(f"fr_aligned<{lanes}>({n}_p + {n}_r)" for n in names)
+        return _aligned(names, lanes, "")
 
     def vector_pass(self, em: Emitter, p: int, sink, preload: list[Access], outs) -> None:
         """Pass ``p`` of a full row in vectors: slot ``k = g * lanes + i`` of thread ``fr_w``
@@ -366,7 +377,6 @@ class _Gen:
                     em(f"for (int i = 0; i < {v}; ++i) {a.name}_c[g * {v} + i] = {a.name}_w.v[i];")
         nodes, accesses, reused = self.plan.cones[p]
         loads = [a for a in accesses if a not in preload]
-        self.guard, self.store_guard = None, None
         em("#pragma unroll")
         with em.block(f"for (int g = 0; g < {groups}; ++g)"):
             em(vec)
@@ -426,8 +436,7 @@ class _Gen:
         sizes = {a.dtype.itemsize for a in accesses}
         if len(sizes) != 1 or any(a.scalar is not None for a in accesses):
             return 0
-        lays = [self.layout[a.index] for a in accesses]
-        if any(lay.cls[0] != "x" or lay.cls[2] != "1" or lay.masks for lay in lays):
+        if not all(_along_row(self.layout[a.index]) for a in accesses):
             return 0
         lanes = 16 // sizes.pop()
         return lanes if lanes > 1 else 0
@@ -444,9 +453,7 @@ class _Gen:
                 # the row's start must be a whole vector in every array (pointer and row offset);
                 # then vectors cover [fr_j0, fr_jv) in spans of unroll x lanes x fr_W elements and
                 # the scalar loops below take [fr_jv, fr_j1)
-                aligned = " && ".join(
-                    f"fr_aligned<{lanes}>({a.name}_p + {a.name}_r + fr_j0)" for a in accesses
-                )
+                aligned = _aligned([a.name for a in accesses], lanes, " + fr_j0")
                 with em.block(f"if ({aligned})"):
                     em(f"const fr_idx fr_span = (fr_idx){u * lanes} * fr_W;")
                     em("const fr_idx fr_jv = fr_j0 + (fr_j1 - fr_j0) / fr_span * fr_span;")
