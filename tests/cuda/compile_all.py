@@ -12,8 +12,11 @@ compile them while the tests run:
   kernel by kernel, with the kernels' own sources and names, to name the failing ones and give
   their logs.
 * Each batch is compiled for every architecture of ``FUSERAY_COMPILE_ARCHS`` (default
-  ``sm_90,compute_80``, see ``ARCHS``: a CUBIN for sm_90, PTX for sm_80), with the options the
-  backend uses.
+  ``sm_90,compute_80``, see ``ARCHS``), at the level ``FUSERAY_COMPILE_LEVEL`` names (default
+  ``quick``, see ``LEVELS``): a CUBIN for sm_90 built exactly as the backend's first, quick
+  tier builds it (front end, NVVM, ptxas), and the front end alone for sm_80. ``full`` builds
+  what the optimised tier loads (8x the CPU time); tests/cuda/test_codegen.py builds its
+  kernels (every op, loop kind, reduction layout and workload) that way for both CUBINs.
 * The workers (spawned, one per CPU, at the lowest priority so that the test process keeps its
   core) start with the session; whatever is left is compiled when the tests are done.
 
@@ -49,15 +52,21 @@ BATCH = 32
 
 ITEM_NAME = "every_planned_kernel_compiles"
 
-# What each kernel is compiled to: ``sm_XY`` a CUBIN (NVRTC's front end, NVVM and ptxas, exactly
-# what the backend loads on such a GPU), ``compute_XY`` PTX (front end and NVVM, no ptxas). The
+# What each kernel is compiled to: ``sm_XY`` a CUBIN (NVRTC's front end, NVVM and ptxas, as the
+# backend loads on such a GPU), ``compute_XY`` the same program for a virtual architecture. The
 # front end is where a code generation error shows, and it runs for both architectures
-# (``__CUDA_ARCH__`` 800 and 900, NVVM targeting each); ptxas runs for sm_90, the GPU the
-# benchmarks run on. ptxas for sm_80 as well costs a quarter more NVRTC time (test_reductions'
-# 1,030 kernels: 116 s of CPU against 92 s; the whole suite's 12,000: about 710 s as it is), and
-# is what FUSERAY_COMPILE_ARCHS=sm_80,sm_90 checks; test_codegen.py compiles its kernels to both
-# CUBINs.
+# (``__CUDA_ARCH__`` 800 and 900); ptxas, which is what reads inline PTX, runs for sm_90, the GPU
+# the benchmarks run on. FUSERAY_COMPILE_ARCHS=sm_80,sm_90 asks for both CUBINs.
 ARCHS = "sm_90,compute_80"
+
+# How far each architecture's build goes, by FUSERAY_COMPILE_LEVEL: options added to the
+# backend's own for a real (``sm_XY``) and for a virtual (``compute_XY``) architecture.
+# ``quick``: the CUBIN the backend's quick tier launches first (tiers.QUICK_OPTIONS), and the
+# front end alone (``-fdevice-syntax-only``) for the virtual one. ``full``: the optimised builds.
+# CPU ms a kernel, this suite's kernels, batches of 32 (2-core VM, 2026-12-04): sm_90 full 247,
+# quick 31; compute_80 full 75, syntax only 2.8. The full level made CI's compile step about
+# 1,200 s of CPU for 12,000 kernels, which took CI past 15 minutes.
+LEVELS = ("quick", "full")
 
 # Test modules that plan most of the session's kernels run first, so that the workers compile
 # while the slower, kernel-light modules (numba) run, instead of after the last test.
@@ -79,6 +88,26 @@ def _enabled() -> bool:
 def _archs() -> list[str]:
     raw = os.environ.get("FUSERAY_COMPILE_ARCHS", ARCHS)
     return [a.strip() for a in raw.split(",") if a.strip()]
+
+
+def _level() -> str:
+    level = os.environ.get("FUSERAY_COMPILE_LEVEL", "quick").strip() or "quick"
+    if level not in LEVELS:
+        raise pytest.UsageError(
+            f"FUSERAY_COMPILE_LEVEL={level!r}: expected one of {', '.join(LEVELS)}"
+        )
+    return level
+
+
+def _arch_options(arch: str, options: tuple[str, ...], level: str) -> tuple[str, ...]:
+    """The backend's ``options`` plus what ``level`` adds for ``arch``."""
+    if level == "full":
+        return options
+    if arch.startswith("compute_"):
+        return (*options, "-fdevice-syntax-only")
+    from fuseray.backends.cuda import tiers
+
+    return (*options, *tiers.QUICK_OPTIONS)
 
 
 def _cpus() -> int:
@@ -170,6 +199,7 @@ class Compiler:
 
     def __init__(self) -> None:
         self.archs = _archs()
+        self.level = _level()
         self.lock = threading.Lock()
         self.test = "(collection)"
         self.seen: set[bytes] = set()  # digests of the normalised sources already queued
@@ -277,7 +307,8 @@ class Compiler:
         names = [(name, test) for name, _, test in batch]
         for arch in self.archs:
             try:
-                future = self.pool.submit(_compile_job, (arch, group[0], kernels))
+                options = _arch_options(arch, group[0], self.level)
+                future = self.pool.submit(_compile_job, (arch, options, kernels))
             except RuntimeError as exc:  # a broken pool (a worker died): reported, never raised
                 future = cf.Future()
                 future.set_exception(exc)
@@ -334,6 +365,7 @@ class Compiler:
         if self.nvrtc:
             summary += (
                 f", {compiled // max(len(self.archs), 1)} compiled for {', '.join(self.archs)}"
+                f" ({self.level})"
                 f" ({cpu:.1f} s of NVRTC; {time.perf_counter() - start:.0f} s waited after the"
                 " tests)"
             )
