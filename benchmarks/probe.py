@@ -1367,7 +1367,83 @@ def probe_vectors() -> None:
         del ins, res
 
 
-SECTIONS = {"vectors": probe_vectors, "suitecall": probe_suitecall, "tiers": probe_tiers,
+def probe_rowsched() -> None:
+    """Row kernels' geometry (NOTES.md G23): layernorm and softmax generated with each register
+    cache budget (elements a thread keeps per row: 32 is one warp per 1024-long row) and each
+    block size, interleaved, against torch.compile in the same run; outputs checked against
+    float64 NumPy."""
+    import workloads
+    from fuseray import schedule
+    from fuseray.backends.cuda import launch
+
+    rng = np.random.default_rng(0)
+    dev, stream = driver.current_device(), streams.get_current_stream()
+    saved = schedule.ROW_CACHE_REGISTERS, schedule.REDUCE_BLOCK
+    for wl in ("layernorm", "softmax"):
+        host = workloads.inputs(wl, N, rng)
+        ins = [fr.asarray(a) for a in host]
+        want = workloads.WORKLOADS[wl](np, *[a.astype(np.float64) for a in host])
+        runs = {}
+        for regs in (32, 16, 8):
+            for block in (128, 256, 512):
+                schedule.ROW_CACHE_REGISTERS, schedule.REDUCE_BLOCK = regs, block
+                try:
+                    res = workloads.WORKLOADS[wl](fr, *ins)
+                    binding = launch.binding_for(kernel_of(res._node))
+                    binding.run({}, dev, stream)
+                    fr.cuda.wait_for_compiles()
+                    env: dict = {}
+                    binding.run(env, dev, stream)
+                    out = fr.asnumpy(next(iter(env.values())))
+                finally:
+                    schedule.ROW_CACHE_REGISTERS, schedule.REDUCE_BLOCK = saved
+                err = float(np.abs(out - want).max())
+                st = binding.last_state
+                label = f"{wl} cache {regs} regs, block {block}: {st.dims[:6]} err {err:.1e}"
+                runs[label] = (lambda b=binding: b.run({}, dev, stream), fr.synchronize)
+        try:
+            import gpu
+
+            peer = gpu.FRAMEWORKS["torch.compile"]()
+            tc, targs = peer.make(wl), [peer.to_device(a) for a in host]
+            tc(*targs)
+            peer.sync()
+            runs[f"{wl} torch.compile"] = (lambda tc=tc, targs=targs: tc(*targs), peer.sync)
+        except Exception as e:  # noqa: BLE001 - a missing peer is reported
+            print(f"torch.compile: {type(e).__name__}: {e}"[:200], flush=True)
+        results: dict = {label: [] for label in runs}
+        for _ in range(5):
+            for label, (call, sync) in runs.items():
+                results[label].append(timed_with(call, sync, 10))
+        for label, ts in results.items():
+            report(label, statistics.median(ts), workloads.MIN_BYTES_PER_ELEMENT[wl] * N)
+        del ins, runs
+
+
+def probe_hostcost() -> None:
+    """small_triad's host cost on this machine: the cached call with the real cuLaunchKernel and
+    with a stub in its place (what is left is Python), interleaved (NOTES.md G23)."""
+    small = [fr.asarray(np.random.default_rng(i).standard_normal(4096, dtype=np.float32))
+             for i in range(3)]
+    f = fr.jit(lambda a, b, c: a * b + c)
+    call = lambda: f(*small)  # noqa: E731
+    real = driver.cu.cuLaunchKernel
+    stub = lambda *a: (0,)  # noqa: E731
+    ts: dict = {"real launch": [], "stub launch": []}
+    for _ in range(5):
+        for label, fn in (("real launch", real), ("stub launch", stub)):
+            driver.cu.cuLaunchKernel = fn
+            try:
+                ts[label].append(timed(call, 10, 2000) * 1e6)
+            finally:
+                driver.cu.cuLaunchKernel = real
+    for label, v in ts.items():
+        print(f"small_triad, {label}: {statistics.median(v):.2f} us per call "
+              f"({min(v):.2f}-{max(v):.2f})", flush=True)
+
+
+SECTIONS = {"rowsched": probe_rowsched, "hostcost": probe_hostcost,
+            "vectors": probe_vectors, "suitecall": probe_suitecall, "tiers": probe_tiers,
             "markstein": probe_markstein,
             "chain20c": probe_chain20c, "factors": probe_sumsq_factors, "sqrt": probe_sqrt,
             "pch": probe_pch,
