@@ -2,8 +2,9 @@
 # One script for the GPU machine: the GPU tests, a host-overhead profile, then the side-by-side
 # benchmark suite. Usage (from the repository root):
 #   OUT=dir PARTS="tests bench" bash benchmarks/device_run.sh
+#   OUT=dir PARTS=probe PROBES="rowsched hostcost" bash benchmarks/device_run.sh
 # Everything lands under $OUT: logs, the benchmark JSON/markdown/PNG. Each part has a time
-# limit (seconds: TESTS_T, BENCH_T) so that what finished comes back. A device call is limited
+# limit (seconds: TESTS_T, BENCH_T, PROBE_T) so that what finished comes back. A device call is limited
 # to 10 minutes: run PARTS=tests and PARTS=bench as two calls.
 set -uo pipefail
 OUT=${OUT:-device-out}
@@ -41,4 +42,12 @@ PY
         --json "$OUT/bench.json" --png "$OUT/bench.png" --markdown "$OUT/bench.md" \
         > "$OUT/bench.log" 2>&1
     tail -n 40 "$OUT/bench.log"
+fi
+
+if [[ " $PARTS " == *" probe "* ]]; then
+    # benchmarks/probe.py's sections (NOTES.md names the one each entry used)
+    # shellcheck disable=SC2086
+    timeout "${PROBE_T:-300}" python3 benchmarks/probe.py ${PROBES:-rowsched hostcost} \
+        > "$OUT/probe.log" 2>&1
+    tail -n 40 "$OUT/probe.log"
 fi
