@@ -1399,23 +1399,34 @@ def probe_rowsched() -> None:
                 st = binding.last_state
                 label = f"{wl} cache {regs} regs, block {block}: {st.dims[:6]} err {err:.1e}"
                 runs[label] = (lambda b=binding: b.run({}, dev, stream), fr.synchronize)
-        try:
-            import gpu
-
-            peer = gpu.FRAMEWORKS["torch.compile"]()
-            tc, targs = peer.make(wl), [peer.to_device(a) for a in host]
-            tc(*targs)
-            peer.sync()
-            runs[f"{wl} torch.compile"] = (lambda tc=tc, targs=targs: tc(*targs), peer.sync)
-        except Exception as e:  # noqa: BLE001 - a missing peer is reported
-            print(f"torch.compile: {type(e).__name__}: {e}"[:200], flush=True)
-        results: dict = {label: [] for label in runs}
-        for _ in range(5):
-            for label, (call, sync) in runs.items():
-                results[label].append(timed_with(call, sync, 10))
-        for label, ts in results.items():
-            report(label, statistics.median(ts), workloads.MIN_BYTES_PER_ELEMENT[wl] * N)
+        add_peer(runs, "torch.compile", wl, host)
+        interleaved(runs, workloads.MIN_BYTES_PER_ELEMENT[wl] * N)
         del ins, runs
+
+
+def add_peer(runs: dict, framework: str, workload: str, host: list) -> None:
+    """Add ``framework``'s ``workload`` on copies of ``host`` to ``runs`` (label -> (call,
+    sync)), warmed up; a peer that is missing or fails is reported and left out."""
+    try:
+        import gpu
+
+        peer = gpu.FRAMEWORKS[framework]()
+        fn, args = peer.make(workload), [peer.to_device(a) for a in host]
+        fn(*args)
+        peer.sync()
+        runs[f"{workload} {framework}"] = (lambda: fn(*args), peer.sync)
+    except Exception as e:  # noqa: BLE001 - a missing peer is reported
+        print(f"{framework}: {type(e).__name__}: {e}"[:200], flush=True)
+
+
+def interleaved(runs: dict, nbytes: int, rounds: int = 5) -> None:
+    """Time every (call, sync) of ``runs`` in turn, ``rounds`` times, and report each median."""
+    results: dict = {label: [] for label in runs}
+    for _ in range(rounds):
+        for label, (call, sync) in runs.items():
+            results[label].append(timed_with(call, sync, 10))
+    for label, ts in results.items():
+        report(f"{label} (median of {rounds} interleaved)", statistics.median(ts), nbytes)
 
 
 def probe_hostcost() -> None:
@@ -1440,7 +1451,36 @@ def probe_hostcost() -> None:
               f"({min(v):.2f}-{max(v):.2f})", flush=True)
 
 
-SECTIONS = {"rowsched": probe_rowsched, "hostcost": probe_hostcost,
+def probe_sinsmall() -> None:
+    """chain20 with sin of a proven-small operand as one polynomial (fr_sin_small, NOTES.md G24)
+    against the same kernel with sinf everywhere, interleaved, and jax.jit in the same run; each
+    output's largest error against float64 NumPy."""
+    import workloads
+    from fuseray.backends.cuda import memory
+
+    rng = np.random.default_rng(0)
+    host = workloads.inputs("chain20", N, rng)
+    want = workloads.chain20(np, host[0].astype(np.float64))
+    dev, stream = driver.current_device(), streams.get_current_stream()
+    runs = {}
+    for label, edit in (("fr_sin_small", None), ("sinf", lambda s: s.replace("fr_sin_small(",
+                                                                           "fr_sin("))):
+        binding, run = bound(workloads.chain20(fr, fr.asarray(host[0]))._node)
+        fr.cuda.wait_for_compiles()
+        if edit is not None:
+            swap_source(binding, edit, base=program.compile_options())
+        env: dict = {}
+        binding.run(env, dev, stream)
+        out = memory.to_host(env[binding.outputs[0][0]])
+        err = float(np.abs(out - want).max())
+        source = binding.last_state.program.generated.source
+        print(f"   {label}: max abs error {err:.2e}, fr_sin_small in source:"
+              f" {'fr_sin_small(' in source}")
+        runs[f"chain20 {label}"] = (run, fr.synchronize)
+    add_peer(runs, "jax.jit", "chain20", host)
+    interleaved(runs, 8 * N)
+
+SECTIONS = {"sinsmall": probe_sinsmall, "rowsched": probe_rowsched, "hostcost": probe_hostcost,
             "vectors": probe_vectors, "suitecall": probe_suitecall, "tiers": probe_tiers,
             "markstein": probe_markstein,
             "chain20c": probe_chain20c, "factors": probe_sumsq_factors, "sqrt": probe_sqrt,

@@ -13,6 +13,7 @@ import itertools
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,8 @@ from fuseray import config, dtypes, runtime
 from fuseray.array import node_of
 from fuseray.backends.cuda import CodegenError, compile_plan_sources, generate, nvrtc
 from fuseray.backends.cuda.cache import KernelCache
-from fuseray.backends.cuda.codegen import lower_bound, op_expr
+from fuseray.backends.cuda.codegen import SIN_SMALL, op_expr
+from fuseray.backends.cuda.ranges import UNKNOWN, value_range
 from fuseray.backends.cuda.model import build_model, flat_layout, split_layout
 from fuseray.graph import Node
 from fuseray.schedule import Schedule, elementwise_launch, reduce_launch
@@ -139,7 +141,95 @@ def test_sqrt_of_an_operand_proven_normal_skips_the_special_cases():
               fr.sqrt(fr.abs(x.astype(np.float64)) + 0.5), fr.sqrt(fr.abs(x) + np.nan)):
         assert "fr_sqrt_normal" not in src(y) and "fr_sqrt(" in src(y)
     nodes = {n.op: n for n in node_of(fr.exp(x) + fr.abs(x) * 2).src}
-    assert lower_bound(nodes["exp"]) == 0.0 and lower_bound(nodes["multiply"]) is None
+    assert value_range(nodes["exp"])[0] == 0.0 and value_range(nodes["multiply"])[0] <= 0.0
+
+
+def test_sin_of_an_operand_proven_small_is_one_polynomial():
+    x = fr.asarray(np.linspace(-3, 3, 10, dtype=np.float32))
+    src = lambda y: generate(plan_of(y).kernels[0])[1]  # noqa: E731
+    small = [
+        fr.sin(fr.sqrt(fr.abs(fr.sin(x)) + 0.5) * 0.99 + 0.01),  # chain20's second sin
+        fr.sin(fr.tanh(x)),
+        fr.sin(fr.cos(x) * 1.2),
+        fr.sin(fr.maximum(fr.minimum(x, 1.0), -1.0)),
+        fr.sin(fr.where(x > 0, fr.special.erf(x), 0.5)),
+    ]
+    for y in small:
+        assert "fr_sin_small(" in src(y), src(y)
+    large = [
+        fr.sin(x),
+        fr.sin(fr.cos(x) * 1.3),  # past the polynomial's domain
+        fr.sin(fr.tanh(x) + fr.tanh(x)),
+        fr.sin(fr.sqrt(fr.abs(x))),
+        fr.sin(fr.tanh(x.astype(np.float64))),  # float64: libm's sin
+        fr.sin(fr.tanh(x) * np.nan),
+    ]
+    for y in large:
+        assert "fr_sin_small" not in src(y) and "fr_sin(" in src(y), src(y)
+
+
+def test_sin_small_coefficients_are_about_an_ulp():
+    """fr_sin_small's polynomial as kernels/fuseray_math.cuh writes it, evaluated with float32
+    roundings and FMAs (products exact in float64) on every 64th float32 of its domain, against
+    double sin. (The GPU test checks every float32 there on the device.)"""
+    text = (REPO / "kernels" / "fuseray_math.cuh").read_text()
+    body = text[text.index("FR_D float fr_sin_small(float x) {\n"):]
+    body = body[: body.index("}")]
+    c9, c7, c5, c3 = (np.float32(v) for v in re.findall(r"(-?\d\.\d+e[-+]\d+)f", body))
+    f32, f64 = np.float32, np.float64
+
+    def fma(a, b, c):
+        return (np.asarray(a, f64) * np.asarray(b, f64) + np.asarray(c, f64)).astype(f32)
+
+    top = int(np.float32(SIN_SMALL).view(np.uint32))
+    x = np.arange(0, top + 1, 64, dtype=np.uint32).view(f32)
+    s = (x * x).astype(f32)
+    p = fma(fma(fma(c9, s, c7), s, c5), s, c3)
+    got = np.copysign(fma((x * s).astype(f32), p, x), x)
+    want = np.sin(x.astype(f64))
+    ulp = np.spacing(np.abs(want).astype(f32)).astype(f64)
+    assert np.max(np.abs(got - want) / ulp) <= 1.04
+
+
+@pytest.mark.parametrize(
+    ("expr", "lo", "hi"),
+    [
+        (lambda x: fr.abs(x) + 0.5, 0.5, np.inf),
+        (lambda x: fr.sqrt(fr.abs(fr.sin(x)) + 0.5), np.sqrt(0.5), np.sqrt(1.5)),
+        (lambda x: -fr.exp(fr.tanh(x)), -np.e, -1 / np.e),
+        (lambda x: fr.tanh(x) * fr.tanh(x), 0.0, 1.0),
+        (lambda x: 1.0 / (fr.exp(x) + 1.0), 0.0, 1.0),
+        (lambda x: fr.maximum(fr.tanh(x), 0.25), 0.25, 1.0),
+        (lambda x: fr.sin(x[:-2]).max(), -1.0, 1.0),  # the infinities give NaN
+    ],
+)
+def test_value_ranges_bound_every_value(expr, lo, hi):
+    """Proven ranges hold the exact range, a little wider (rounding), and every float32 value
+    of the expression on inputs that reach its extremes."""
+    x = np.concatenate([np.linspace(-100, 100, 20001, dtype=np.float32),
+                        np.array([0.0, -0.0, 1e-30, -1e-30, 3e38, -3e38, np.inf, -np.inf],
+                                 np.float32)])
+    y = expr(fr.asarray(x))
+    r_lo, r_hi = value_range(node_of(y))
+    assert r_lo <= lo and r_hi >= hi
+    assert (r_lo == -np.inf or r_lo > lo - 1e-4 * max(1, abs(lo))) and (
+        r_hi == np.inf or r_hi < hi + 1e-4 * max(1, abs(hi)))
+    with np.errstate(all="ignore"):
+        values = np.asarray(fr.asnumpy(y), np.float64).ravel()
+    values = values[~np.isnan(values)]
+    assert values.size and values.min() >= r_lo and values.max() <= r_hi
+
+
+def test_value_ranges_know_nothing_of_inputs_parameters_and_integers():
+    x = fr.asarray(np.arange(5, dtype=np.float32))
+    i = fr.asarray(np.arange(5, dtype=np.int32))
+    for y in (x, x + 1.0, x * x * -1.0 + x, (i + 2).astype(np.float32), fr.exp(x * 1e30) * 0.0):
+        r = value_range(node_of(y))
+        assert r[0] == -np.inf or r == (0.0, np.inf) or r[1] == np.inf, r
+    assert value_range(node_of(x)) == UNKNOWN
+    # float32 overflow: exp of [0, 100] reaches +inf, not exp(100)
+    assert value_range(node_of(fr.exp(fr.abs(fr.tanh(x)) * 100.0)))[1] == np.inf
+    assert SIN_SMALL == 1.25
 
 
 def test_source_is_deterministic_and_commented():

@@ -32,6 +32,7 @@ from ...graph import Node
 from ...ops import Dtype
 from ...schedule import Schedule
 from .model import CodegenError, KernelModel, Layout
+from .ranges import value_range
 
 # infix templates whose integer forms must wrap (C++ signed overflow is undefined behaviour)
 _WRAPPING = frozenset({"add", "subtract", "multiply", "negative", "square"})
@@ -106,32 +107,8 @@ class Emitter:
 # ---------------------------------------------------------------------------------------------
 
 
-# ops whose every non-NaN result is >= 0 whatever their operands
-_NONNEGATIVE = frozenset({"absolute", "exp", "exp2", "sqrt", "square", "cosh"})
-
-
-def lower_bound(node: Node, depth: int = 4) -> float | None:
-    """A number that every non-NaN value of float ``node`` is at least, or None if unknown.
-
-    Rounding to nearest is monotonic, so bounds of ``add``'s operands bound its rounded sum to
-    within the rounding of the bound itself (callers keep a margin). ``maximum`` propagates NaN,
-    so any operand's bound bounds it. The walk looks ``depth`` nodes down: enough for
-    ``abs(y) + c``, and bounded on long chains.
-    """
-    while node.op in ("reshape", "expand", "permute", "index"):  # views: the same values
-        node = node.src[0]
-    if node.op == "const":
-        value = float(node.arg[0])
-        return value if value == value else None
-    if node.op in _NONNEGATIVE or (node.op == "multiply" and node.src[0] is node.src[1]):
-        return 0.0
-    if depth and node.op in ("add", "maximum"):
-        bounds = [lower_bound(s, depth - 1) for s in node.src]
-        known = [b for b in bounds if b is not None]
-        if node.op == "maximum":
-            return max(known, default=None)
-        return sum(bounds) if len(known) == len(bounds) else None
-    return None
+# fr_sin_small's domain (kernels/fuseray_math.cuh): a polynomial checked on every float there
+SIN_SMALL = 1.25
 
 
 def op_expr(node: Node, args: list[str]) -> str:
@@ -163,11 +140,14 @@ def op_expr(node: Node, args: list[str]) -> str:
         infix = False
     if node.op == "round":
         return f"fr_round({args[0]}, {int(node.arg)})"
-    if node.op == "sqrt" and node.dtype == np.float32:
+    if node.dtype == np.float32 and node.op in ("sqrt", "sin"):
+        lo, hi = value_range(node.src[0])
         # an operand proven >= 2^-100 (abs(y) + 0.5) needs none of sqrt's special cases but +inf
-        bound = lower_bound(node.src[0])
-        if bound is not None and bound >= 2.0**-99:  # a margin for the bound's own rounding
+        if node.op == "sqrt" and lo >= 2.0**-100:
             return f"fr_sqrt_normal({args[0]})"
+        # one small enough for sin's polynomial needs no argument reduction
+        if node.op == "sin" and -SIN_SMALL <= lo and hi <= SIN_SMALL:
+            return f"fr_sin_small({args[0]})"
     if node.arg is not None:
         raise CodegenError(f"elementwise op {node.op} with an argument has no CUDA form")
     if infix and node.op in _WRAPPING and dtypes.is_integer(node.dtype):

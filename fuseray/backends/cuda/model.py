@@ -8,7 +8,7 @@ structural reading of a ``fusion.Kernel`` (computed once per kernel object):
   element per point of the space S) or ``row`` (one element per row);
 - *consts* and *params*: uniform scalars, passed as kernel arguments so that a new constant
   never recompiles a kernel (except one that changes what the code generator can prove, such as
-  ``sqrt(abs(y) + c)``'s operand being normal when c >= 2^-99: ``codegen.lower_bound``);
+  ``sqrt(abs(y) + c)``'s operand being normal when c >= 2^-100: ``ranges.value_range``);
 - *computed*: the elementwise and reduce nodes evaluated here, in node order (their temporaries
   are t0, t1, ... in that order);
 - *outputs*: the stores, each at the level of its value;

@@ -7,7 +7,7 @@ a GPU (NVRTC still compiles to a CUBIN for any ``sm_XY``).
 
 Invariant: everything here is a pure function of the kernel structure, the layout classes and the
 index width; no size, stride or constant value reaches the source (a constant's value may choose
-a helper: ``codegen.lower_bound``'s proof that a sqrt operand is normal).
+a helper: ``ranges.value_range``'s proof that a sqrt operand is normal or a sin operand small).
 """
 
 from __future__ import annotations
