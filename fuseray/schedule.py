@@ -49,12 +49,13 @@ SPLIT_BLOCKS_PER_SM = 2
 MAX_SPLIT = 65535  # gridDim.y
 MAX_COUNTERS = 4096  # row blocks a split reduction may have (one completion counter each)
 
-# Register budget of a row kernel's cache, in 4-byte registers per thread (softmax keeps x: 32
-# elements, so a 1024-long row takes one warp), and the resident blocks of REDUCE_MAX_THREADS
+# Register budget of a row kernel's cache, in 4-byte registers per thread (softmax keeps x: 16
+# elements, so a 1024-long row takes two warps), and the resident blocks of REDUCE_MAX_THREADS
 # such a kernel declares in __launch_bounds__, which caps it at 64 registers per thread (softmax
 # on an H200: 125 registers and 16 warps per SM ran at 40% of the copy bandwidth; a hand kernel
-# with 48 registers at 96%).
-ROW_CACHE_REGISTERS = 32
+# with 48 registers at 96%). 16 rather than 32 (one warp a row): layernorm 2752 -> 2872 GB/s,
+# softmax equal, on an H100 (benchmarks/NOTES.md G23); 8 (four warps) was slower for both.
+ROW_CACHE_REGISTERS = 16
 ROW_MIN_BLOCKS = 2
 
 
