@@ -7,6 +7,11 @@
 // bounds record that gathers (take) and scatters report an out-of-range index to.
 #pragma once
 
+// 1 in the quick tier's build (tiers.py): generated kernels leave out their fast-path copies.
+#ifndef FR_QUICK
+#define FR_QUICK 0
+#endif
+
 #include "fuseray_math.cuh"
 #include "fuseray_reduce.cuh"
 

@@ -27,8 +27,8 @@ from fuseray.array import node_of
 from fuseray.backends.cuda import CodegenError, compile_plan_sources, generate, nvrtc
 from fuseray.backends.cuda.cache import KernelCache
 from fuseray.backends.cuda.codegen import SIN_SMALL, op_expr
-from fuseray.backends.cuda.ranges import UNKNOWN, value_range
 from fuseray.backends.cuda.model import build_model, flat_layout, split_layout
+from fuseray.backends.cuda.ranges import UNKNOWN, value_range
 from fuseray.graph import Node
 from fuseray.schedule import Schedule, elementwise_launch, reduce_launch
 from fuseray.views import View
@@ -166,6 +166,25 @@ def test_sin_of_an_operand_proven_small_is_one_polynomial():
     ]
     for y in large:
         assert "fr_sin_small" not in src(y) and "fr_sin(" in src(y), src(y)
+
+
+@needs_nvrtc
+def test_quick_build_leaves_out_the_elementwise_vector_loop():
+    """tiers.QUICK_OPTIONS define FR_QUICK: an elementwise kernel's quick build is its scalar
+    loop alone (the same bits per element, less for NVRTC to compile); reductions keep every
+    path, since a vector pass sums in another order."""
+    from fuseray.backends.cuda import tiers
+
+    x = fr.asarray(np.linspace(-3, 3, 10, dtype=np.float32))
+    name, source = generate(plan_of(fr.sin(x) * 2.0 + x).kernels[0])
+    vector = source[source.index("#if !FR_QUICK"):source.index("#endif")]
+    assert "fr_load_vec" in vector and "fr_load_vec" not in source.replace(vector, "")
+    reduce_source = generate(plan_of((x * x).sum()).kernels[0])[1]
+    assert "FR_QUICK" not in reduce_source
+    base = ("-minimal", "-fmad=false", "-Ofc=max")
+    quick = nvrtc.compile_cubin(source, name, "sm_90", (*base, *tiers.QUICK_OPTIONS))
+    both = nvrtc.compile_cubin(source, name, "sm_90", base)
+    assert "-DFR_QUICK=1" in tiers.QUICK_OPTIONS and len(quick) < len(both)
 
 
 def test_sin_small_coefficients_are_about_an_ulp():

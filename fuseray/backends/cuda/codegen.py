@@ -98,6 +98,17 @@ class Emitter:
             self.depth -= 1
         self("}")
 
+    @contextlib.contextmanager
+    def unless_quick(self):
+        """Lines emitted inside are left out of the quick tier's build (``tiers.py`` compiles it
+        with ``-DFR_QUICK=1``). Only for a fast path whose general path computes the same bits
+        for every element (an elementwise kernel's vector loop; not a reduction's, which sums
+        in another order): the quick build runs for a fraction of a second, and NVRTC's time
+        grows with every copy of the body (NOTES.md G25)."""
+        self.lines.append("#if !FR_QUICK")
+        yield
+        self.lines.append("#endif")
+
     def text(self) -> str:
         return "\n".join(self.lines)
 
@@ -424,7 +435,7 @@ def generate_flat(
         contiguous = [a for a, lay in zip(m.accesses, layouts) if lay.cls[0] == "c"]
         checks = [f"fr_aligned<{vec}>({a.name}_p)" for a in contiguous]
         checks += [f"fr_aligned<{vec}>({o.name}_p)" for o in m.outputs]
-        with vector.block(f"if ({' && '.join(checks) or 'true'})"):
+        with vector.unless_quick(), vector.block(f"if ({' && '.join(checks) or 'true'})"):
             vector(f"const fr_idx fr_nv = n / {vec};")
             u = schedule.unroll
             lanes = [

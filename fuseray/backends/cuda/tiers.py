@@ -10,10 +10,12 @@ compiles, so the caller goes on running Python meanwhile.
 
 Invariants:
 
-* Both builds compute the same bits. They differ only in ``-Ofc=max``, and tiers are used only
-  when FMA contraction is off (``-fmad=false``, the precise mode's option): at the quick level
-  NVVM neither inlines nor contracts ``a * b + c``, so with contraction allowed the two builds
-  would round differently. A GPU test compares the two builds bit for bit on every workload.
+* Both builds compute the same bits. They differ only in ``-Ofc=max`` and in the quick build
+  leaving out elementwise kernels' vector loops (``-DFR_QUICK=1``; the scalar loop computes each
+  element the same way), and tiers are used only when FMA contraction is off (``-fmad=false``,
+  the precise mode's option): at the quick level NVVM neither inlines nor contracts
+  ``a * b + c``, so with contraction allowed the two builds would round differently. A GPU
+  test compares the two builds bit for bit on every workload.
 * Only the optimised CUBIN is cached, in memory and on disk: a process that finds it there never
   runs a quick build, and the quick build never shadows a full one.
 * The swap is one attribute store (``Program.function``); a launch reads the attribute once. The
@@ -37,7 +39,8 @@ from . import driver
 
 __all__ = ["QUICK_OPTIONS", "enabled", "pending", "schedule_upgrade", "wait"]
 
-QUICK_OPTIONS = ("-Ofc=max",)
+# NVRTC's fastest level, and the source without its vector loops (codegen.Emitter.unless_quick)
+QUICK_OPTIONS = ("-Ofc=max", "-DFR_QUICK=1")
 EXIT_WAIT_S = 10.0
 
 _cond = threading.Condition()
