@@ -1480,6 +1480,7 @@ def probe_sinsmall() -> None:
     add_peer(runs, "jax.jit", "chain20", host)
     interleaved(runs, 8 * N)
 
+
 SECTIONS = {"sinsmall": probe_sinsmall, "rowsched": probe_rowsched, "hostcost": probe_hostcost,
             "vectors": probe_vectors, "suitecall": probe_suitecall, "tiers": probe_tiers,
             "markstein": probe_markstein,

@@ -254,21 +254,26 @@ extern "C" __global__ void sqrt_every_float(unsigned long long* differ, unsigned
 """
 
 
+def _run_math_check(source: str, name: str, args: list, types: list[str]) -> None:
+    """Compile ``source`` (including fuseray_math.cuh) and launch its kernel ``name`` over the
+    whole device on the current stream; arrays among ``args`` pass as their device pointers."""
+    from fuseray.backends.cuda import driver, nvrtc, streams
+
+    dev = driver.current_device()
+    cubin = nvrtc.compile_cubin(source, name, driver.device_props(dev).arch, ("-minimal",))
+    func = driver.load_function(dev, cubin, name)
+    values = [a.__cuda_array_interface__["data"][0] if isinstance(a, fr.ndarray) else a
+              for a in args]
+    driver.launch(func, 132 * 16, 256, values, types, 0, streams.get_current_stream().handle)
+
+
 def test_float32_sqrt_is_correctly_rounded_on_every_input():
     """fuseray's branch-free float sqrt (kernels/fuseray_math.cuh), and the one for operands the
     code generator proves normal, equal CUDA's correctly rounded sqrtf on all 2**32 bit patterns
     (of their domains), and NumPy's on random bit patterns through fr.sqrt."""
-    from fuseray.backends.cuda import driver, nvrtc, streams
-
-    dev = driver.current_device()
-    cubin = nvrtc.compile_cubin(SQRT_EVERY_FLOAT, "sqrt_every_float",
-                                driver.device_props(dev).arch, ("-minimal",))
-    func = driver.load_function(dev, cubin, "sqrt_every_float")
     differ = fr.asarray(np.zeros(1, np.uint64)).compute()
     first = fr.asarray(np.full(1, 0xFFFFFFFF, np.uint32)).compute()
-    ptr = lambda a: a.__cuda_array_interface__["data"][0]  # noqa: E731
-    driver.launch(func, 132 * 16, 256, [ptr(differ), ptr(first)], ["ptr", "ptr"], 0,
-                  streams.get_current_stream().handle)
+    _run_math_check(SQRT_EVERY_FLOAT, "sqrt_every_float", [differ, first], ["ptr", "ptr"])
     assert (int(fr.asnumpy(differ)[0]), int(fr.asnumpy(first)[0])) == (0, 0xFFFFFFFF)
     bits = np.random.default_rng(5).integers(0, 2**32, 1 << 22, dtype=np.uint64)
     x = bits.astype(np.uint32).view(np.float32)
@@ -302,7 +307,7 @@ extern "C" __global__ void sin_small_every_float(unsigned int top, unsigned int*
       const int e = w < 0x1p-126f ? -149 : ilogbf(w) - 23;
       const double ulps = fabs((double)fr_sin_small(x) - want) / ldexp(1.0, e);
       const unsigned int micro = (unsigned int)fmin(ulps * 1e6, 4e9);
-      if (micro > *worst) {
+      if (micro > *worst) {  // worst_bits is a hint for the message: racing threads may swap it
         atomicMax(worst, micro);
         *worst_bits = __float_as_uint(x);
       }
@@ -316,18 +321,13 @@ def test_sin_small_polynomial_is_about_an_ulp_on_its_whole_domain():
     """fr_sin_small (sin without argument reduction, for operands the code generator proves are
     in [-1.25, 1.25]) against double sin on every float32 of that domain, and fr.sin of such an
     operand against NumPy's float32 sin."""
-    from fuseray.backends.cuda import codegen, driver, nvrtc, streams
+    from fuseray.backends.cuda import codegen
 
-    dev = driver.current_device()
-    cubin = nvrtc.compile_cubin(SIN_SMALL_EVERY_FLOAT, "sin_small_every_float",
-                                driver.device_props(dev).arch, ("-minimal",))
-    func = driver.load_function(dev, cubin, "sin_small_every_float")
     worst = fr.asarray(np.zeros(1, np.uint32)).compute()
     where = fr.asarray(np.zeros(1, np.uint32)).compute()
-    ptr = lambda a: a.__cuda_array_interface__["data"][0]  # noqa: E731
     top = int(np.float32(codegen.SIN_SMALL).view(np.uint32))
-    driver.launch(func, 132 * 16, 256, [top, ptr(worst), ptr(where)], ["uint32", "ptr", "ptr"],
-                  0, streams.get_current_stream().handle)
+    _run_math_check(SIN_SMALL_EVERY_FLOAT, "sin_small_every_float", [top, worst, where],
+                    ["uint32", "ptr", "ptr"])
     ulps = int(fr.asnumpy(worst)[0]) / 1e6
     x_worst = fr.asnumpy(where).view(np.float32)[0]
     assert ulps <= 1.04, (ulps, x_worst)  # 1.036 at x = 1.24498 (every float32, emulated)

@@ -150,7 +150,7 @@ def _divide(node, a, b):
 
 
 def _cast(node, a):
-    # float to float rounds; bool and integer operands are unknown unless constant
+    # float to float rounds; from bool or integer operands nothing is proven, constants included
     if node.src[0].dtype.kind != "f" or node.dtype.kind != "f":
         return UNKNOWN
     return _widen(node, a, _ROUNDED)
