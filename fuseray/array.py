@@ -496,8 +496,9 @@ def view(source, node: Node, readonly: bool = False) -> ndarray:
 
 
 def leaf_node(value) -> Node:
-    """A new buffer leaf over ``value`` (a NumPy or device array)."""
-    return Node.buffer(Buffer(value), tuple(value.shape), value.dtype)
+    """A new buffer leaf over ``value`` (a NumPy or device array: its shape is a tuple and its
+    dtype an ``np.dtype``)."""
+    return Node.buffer(Buffer(value), value.shape, value.dtype)
 
 
 def wrap(node: Node) -> ndarray:

@@ -77,8 +77,9 @@ class Node:
         self._key = key
         self.depth = depth
         self._value = None
-        # a buffer leaf's key is spelled on first use (see key); it hashes as its Buffer
-        self._hash = hash(key) if key is not None else hash(arg[0])
+        # a buffer leaf's key is spelled on first use (see key); it hashes as its Buffer (the
+        # serial, read directly: Buffer.__hash__ is a Python call on every @jit output)
+        self._hash = hash(key) if key is not None else arg[0].serial
 
     @staticmethod
     def make(op: str, src: Sequence[Node] = (), arg=None, dtype=None) -> Node:
@@ -100,11 +101,10 @@ class Node:
         return node
 
     @staticmethod
-    def buffer(buf: Buffer, shape: tuple[int, ...], dtype) -> Node:
-        """The leaf for ``buf``. A Buffer is unique, so no equal node can exist: this skips the
-        hash-consing table (it is on the hot path of every @jit call's outputs)."""
-        if not isinstance(dtype, np.dtype):
-            dtype = np.dtype(dtype)
+    def buffer(buf: Buffer, shape: tuple[int, ...], dtype: np.dtype) -> Node:
+        """The leaf for ``buf`` (``shape`` a tuple, ``dtype`` an ``np.dtype``). A Buffer is
+        unique, so no equal node can exist: this skips the hash-consing table (it is on the hot
+        path of every @jit call's outputs)."""
         return Node("buffer", dtype, shape, (), (buf, shape), None, 0)
 
     @property
