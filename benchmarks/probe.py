@@ -1481,7 +1481,91 @@ def probe_sinsmall() -> None:
     interleaved(runs, 8 * N)
 
 
-SECTIONS = {"sinsmall": probe_sinsmall, "rowsched": probe_rowsched, "hostcost": probe_hostcost,
+EMPTY_KERNEL = r"""extern "C" __global__ void empty_kernel(const float* a, const float* b,
+                                                const float* c, float* o, int n) {}"""
+
+
+def probe_launchfloor() -> None:
+    """What a launch costs this host, by route and stream (NOTES.md G26): cuda.bindings with
+    handle objects and with ints, a numba-compiled call through libcuda's function pointer, the
+    legacy, per-thread and a non-blocking stream, the triad kernel and an empty one; then the
+    Python speed of the host and the cached small_triad of fuseray and its peers, interleaved."""
+    import ctypes
+
+    import numba
+
+    t0 = time.perf_counter()
+    total = 0
+    for i in range(10**7):
+        total += i
+    print(f"host speed: 10^7 Python additions {time.perf_counter() - t0:.3f} s", flush=True)
+    small = [fr.asarray(np.random.default_rng(i).standard_normal(4096, dtype=np.float32))
+             for i in range(3)]
+    name, src = program.generate(kernel_of((small[0] * small[1] + small[2])._node))
+    funcs = {"triad": load(src, name), "empty": load(EMPTY_KERNEL, "empty_kernel")}
+    out = fr.empty(4096, np.float32).compute()
+    args = [ptr(small[0]), ptr(small[1]), ptr(small[2]), ptr(out), 4096]
+    pack = driver.arg_pack(["ptr"] * 4 + ["int32"])
+    params = pack.pack(args)
+    u64 = ctypes.c_uint64
+    c_launch = ctypes.CDLL("libcuda.so.1").cuLaunchKernel
+    c_launch.argtypes = [u64, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint,
+                         ctypes.c_uint, ctypes.c_uint, ctypes.c_uint, u64, u64, u64]
+    c_launch.restype = ctypes.c_int
+
+    @numba.njit(cache=False)
+    def nb_launch(f, grid, block, stream, p):
+        return c_launch(f, grid, 1, 1, block, 1, 1, 0, stream, p, 0)
+
+    cu = driver.cu
+    made = fr.cuda.Stream(non_blocking=True)
+    stream_kinds = {"legacy": 0, "per-thread": 2, "non-blocking": made.ptr}
+    reps = 20000
+    for kname, func in funcs.items():
+        fh = int(func.handle)
+        assert nb_launch(fh, 4, 256, 0, params) == 0
+        for sname, sh in stream_kinds.items():
+            routes = {
+                "bindings objects": lambda f=func, s=sh: cu.cuLaunchKernel(
+                    f.handle, 4, 1, 1, 256, 1, 1, 0, cu.CUstream(s), params, 0),
+                "bindings ints": lambda f=fh, s=sh: cu.cuLaunchKernel(
+                    f, 4, 1, 1, 256, 1, 1, 0, s, params, 0),
+                "numba": lambda f=fh, s=sh: nb_launch(f, 4, 256, s, params),
+            }
+            for rname, call in routes.items():
+                issue, total_t = [], []
+                for _ in range(3):
+                    fr.synchronize()
+                    cu.cuCtxSynchronize()
+                    t1 = time.perf_counter()
+                    for _ in range(reps):
+                        call()
+                    t2 = time.perf_counter()
+                    cu.cuCtxSynchronize()
+                    t3 = time.perf_counter()
+                    issue.append((t2 - t1) / reps * 1e6)
+                    total_t.append((t3 - t1) / reps * 1e6)
+                print(f"launch {kname:5s} {sname:12s} {rname:16s} issue "
+                      f"{statistics.median(issue):5.2f} us, with the drain "
+                      f"{statistics.median(total_t):5.2f} us", flush=True)
+    cu.cuCtxSynchronize()
+    assert np.allclose(fr.asnumpy(out), fr.asnumpy(small[0] * small[1] + small[2]))
+    host = [fr.asnumpy(a) for a in small]
+    f = fr.jit(lambda a, b, c: a * b + c)
+    runs = {"small_triad fuseray": (lambda: f(*small), fr.synchronize)}
+    for framework in ("cupy.fuse", "cupy", "torch"):
+        add_peer(runs, framework, "triad", host)
+    results: dict = {label: [] for label in runs}
+    for _ in range(5):
+        for label, (call, sync) in runs.items():
+            results[label].append(timed_with(call, sync, 10, 2000) * 1e6)
+    for label, ts in results.items():
+        print(f"{label}: {statistics.median(ts):.2f} us per call ({min(ts):.2f}-{max(ts):.2f})",
+              flush=True)
+
+
+SECTIONS = {"launchfloor": probe_launchfloor,
+            "sinsmall": probe_sinsmall, "rowsched": probe_rowsched, "hostcost": probe_hostcost,
             "vectors": probe_vectors, "suitecall": probe_suitecall, "tiers": probe_tiers,
             "markstein": probe_markstein,
             "chain20c": probe_chain20c, "factors": probe_sumsq_factors, "sqrt": probe_sqrt,
