@@ -1564,7 +1564,82 @@ def probe_launchfloor() -> None:
               flush=True)
 
 
-SECTIONS = {"launchfloor": probe_launchfloor,
+def probe_hostcalls() -> None:
+    """Which driver calls a cached small_triad call makes on a real GPU (the fake driver of
+    overhead_local.py says none besides the launch), counted over 2000 calls."""
+    import collections
+
+    from fuseray.backends.cuda import launch_index, memory
+
+    counts: collections.Counter = collections.Counter()
+    real = driver.cu
+
+    class Counting:
+        def __getattr__(self, name):
+            value = getattr(real, name)
+            if not (name.startswith("cu") and callable(value)) or isinstance(value, type):
+                return value
+
+            def call(*a, **k):
+                counts[name] += 1
+                return value(*a, **k)
+
+            return call
+
+    small = [fr.asarray(np.random.default_rng(i).standard_normal(4096, dtype=np.float32))
+             for i in range(3)]
+    f = fr.jit(lambda a, b, c: a * b + c)
+    for _ in range(100):
+        f(*small)
+    fr.synchronize()
+    modules = (driver, memory, streams, launch_index)
+    for m in modules:
+        m.cu = Counting()
+    try:
+        for _ in range(2000):
+            f(*small)
+    finally:
+        for m in modules:
+            m.cu = real
+    fr.synchronize()
+    print(f"driver calls per cached small_triad call: "
+          f"{ {k: v / 2000 for k, v in sorted(counts.items())} }", flush=True)
+
+
+def probe_splitcount() -> None:
+    """sumsq's split count (NOTES.md G27): the schedule's 512 blocks of 512 threads (3 or 4 an
+    SM on 132 SMs) against one full wave (528), two (1024, 1056) and four (2048), interleaved
+    with torch.compile, each result checked against float64 NumPy."""
+    from fuseray import schedule
+
+    host = np.random.default_rng(3).standard_normal(N, dtype=np.float32)
+    want = float((host.astype(np.float64) ** 2).sum())
+    x = fr.asarray(host)
+    dev, stream = driver.current_device(), streams.get_current_stream()
+    saved = schedule.REDUCE_ITEMS_PER_THREAD, schedule.SPLIT_BLOCKS_PER_SM
+    runs = {}
+    binding, _ = bound((x * x).sum()._node)
+    for items, per_sm in ((64, 2), (32, 1), (32, 2), (16, 2), (16, 4)):
+        relaunch(binding, REDUCE_ITEMS_PER_THREAD=items, SPLIT_BLOCKS_PER_SM=per_sm)
+        env: dict = {}
+        binding.run(env, dev, stream)
+        st, key = binding.last_state, binding.last_key
+        got = float(launch_to_numpy(env[binding.outputs[0][0]]))
+        label = f"sumsq splits {st.dims[1]} (items {items}, {per_sm}/SM)"
+        print(f"   {label}: dims {st.dims[:6]}, rel err {abs(got - want) / want:.1e}", flush=True)
+
+        def run(st=st, key=key):  # this entry's launch state, whatever ran before it
+            binding.last_key, binding.last_state = key, st
+            binding.launch([x._node.value], [], [None], dev, stream)
+
+        runs[label] = (run, fr.synchronize)
+    schedule.REDUCE_ITEMS_PER_THREAD, schedule.SPLIT_BLOCKS_PER_SM = saved
+    add_peer(runs, "torch.compile", "sumsq", [host])
+    interleaved(runs, 4 * N)
+
+
+SECTIONS = {"splitcount": probe_splitcount, "launchfloor": probe_launchfloor,
+            "hostcalls": probe_hostcalls,
             "sinsmall": probe_sinsmall, "rowsched": probe_rowsched, "hostcost": probe_hostcost,
             "vectors": probe_vectors, "suitecall": probe_suitecall, "tiers": probe_tiers,
             "markstein": probe_markstein,
