@@ -1419,11 +1419,17 @@ def add_peer(runs: dict, framework: str, workload: str, host: list) -> None:
         print(f"{framework}: {type(e).__name__}: {e}"[:200], flush=True)
 
 
-def interleaved(runs: dict, nbytes: int, rounds: int = 5) -> None:
-    """Time every (call, sync) of ``runs`` in turn, ``rounds`` times, and report each median."""
+def interleaved(runs: dict, nbytes: int, rounds: int = 5, shuffle: bool = False) -> None:
+    """Time every (call, sync) of ``runs`` in turn, ``rounds`` times, and report each median;
+    ``shuffle`` takes them in a new random order each round (no entry always runs first)."""
+    import random
+
     results: dict = {label: [] for label in runs}
-    for _ in range(rounds):
-        for label, (call, sync) in runs.items():
+    order = list(runs.items())
+    for r in range(rounds):
+        if shuffle:
+            random.Random(r).shuffle(order)
+        for label, (call, sync) in order:
             results[label].append(timed_with(call, sync, 10))
     for label, ts in results.items():
         report(f"{label} (median of {rounds} interleaved)", statistics.median(ts), nbytes)
@@ -1638,7 +1644,156 @@ def probe_splitcount() -> None:
     interleaved(runs, 4 * N)
 
 
-SECTIONS = {"splitcount": probe_splitcount, "launchfloor": probe_launchfloor,
+def probe_hostparts() -> None:
+    """small_triad's cached call taken apart on this host (best of 5 timeit batches, ns): the
+    whole call, and each piece it is made of, called alone (NOTES.md G28)."""
+    import importlib
+    import platform
+    import timeit
+
+    from fuseray.array import leaf_node, ndarray
+    from fuseray.backends.cuda import launch, memory
+
+    jit_module = importlib.import_module("fuseray.jit")
+    print(f"python {platform.python_version()} {platform.python_implementation()},"
+          f" {platform.machine()}, kernel {platform.release()}", flush=True)
+    small = [fr.asarray(np.random.default_rng(i).standard_normal(4096, dtype=np.float32))
+             for i in range(3)]
+    f = fr.jit(lambda a, b, c: a * b + c)
+    f(*small)
+    key, leaves = jit_module._fast_args(small)
+    _, inst = f._fast[key]
+    direct = inst.direct
+    value = direct(leaves)[0]
+    st = streams.get_current_stream()
+    real = driver.cu.cuLaunchKernel
+    parts = {
+        "whole call": lambda: f(*small),
+        "_fast_args": lambda: jit_module._fast_args(small),
+        "hash(key)": lambda: hash(key),
+        "direct runner (allocate, launch, free)": lambda: direct(leaves),
+        "ndarray(leaf_node(value))": lambda: ndarray(leaf_node(value)),
+        "current device id": launch._current_device_id,
+        "get_current_stream": lambda: streams.get_current_stream(0),
+        "DeviceMemory and its free": lambda: memory.DeviceMemory(16384, st),
+        "empty lambda": lambda: None,
+    }
+    for stubbed in (False, True):
+        if stubbed:
+            driver.cu.cuLaunchKernel = lambda *a: (0,)
+        try:
+            for label, fn in parts.items():
+                if stubbed and "call" not in label and "runner" not in label:
+                    continue
+                n = 2000 if "call" in label or "runner" in label else 20000
+                best = min(timeit.repeat(fn, number=n, repeat=5)) / n
+                fr.synchronize()
+                print(f"   {label}{' (launch stubbed)' if stubbed else ''}: {best * 1e9:.0f} ns",
+                      flush=True)
+        finally:
+            driver.cu.cuLaunchKernel = real
+
+
+def probe_ncu() -> None:
+    """sumsq, softmax and layernorm of fuseray and torch.compile, twice each inside a profiler
+    range, for Nsight Compute (NOTES.md G28): run as ``ncu --profile-from-start off
+    --clock-control none --cache-control none [sections] python benchmarks/probe.py ncu``."""
+    import workloads
+
+    rng = np.random.default_rng(5)
+    runs: dict = {}
+    for name in ("sumsq", "softmax", "layernorm"):
+        host = list(workloads.inputs(name, N, rng))
+        for framework in ("fuseray", "torch.compile"):
+            add_peer(runs, framework, name, host)
+    fr.cuda.wait_for_compiles()
+    driver.check(driver.cu.cuProfilerStart(), "cuProfilerStart")
+    for label, (call, sync) in runs.items():
+        for _ in range(2):
+            call()
+            sync()
+        print(f"   profiled {label}", flush=True)
+    driver.check(driver.cu.cuProfilerStop(), "cuProfilerStop")
+
+
+def probe_sumsqhints() -> None:
+    """sumsq's generated kernel with other load instructions for its 16-byte loads (streaming
+    ``__ldcs``, no L1 allocation, an L2 evict-first policy, a 256-byte L2 prefetch), and timed
+    without its final combine (the last block's pass over the split partials; wrong result,
+    timing only), interleaved with torch.compile (NOTES.md G28)."""
+    host = np.random.default_rng(3).standard_normal(N, dtype=np.float32)
+    want = float((host.astype(np.float64) ** 2).sum())
+    x = fr.asarray(host)
+    dev, stream = driver.current_device(), streams.get_current_stream()
+    load = "a0_v[u] = fr_load_vec<4>(a0_p + a0_r + fr_v, 0);"
+    asm = ('{{ const float* fr_q = a0_p + a0_r + fr_v; asm volatile("{op} {{%0,%1,%2,%3}}, [%4];"'
+           ' : "=f"(a0_v[u].v[0]), "=f"(a0_v[u].v[1]), "=f"(a0_v[u].v[2]), "=f"(a0_v[u].v[3])'
+           ' : "l"(fr_q)); }}')
+    evict_first = (
+        '{ const float* fr_q = a0_p + a0_r + fr_v; unsigned long long fr_pol;'
+        ' asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(fr_pol));'
+        ' asm volatile("ld.global.nc.L2::cache_hint.v4.f32 {%0,%1,%2,%3}, [%4], %5;"'
+        ' : "=f"(a0_v[u].v[0]), "=f"(a0_v[u].v[1]), "=f"(a0_v[u].v[2]), "=f"(a0_v[u].v[3])'
+        ' : "l"(fr_q), "l"(fr_pol)); }')
+    variants = {
+        "generated": None,
+        "ld.global.cs (__ldcs)": asm.format(op="ld.global.cs.v4.f32"),
+        "L1::no_allocate": asm.format(op="ld.global.nc.L1::no_allocate.v4.f32"),
+        "L2 evict-first policy": evict_first,
+        "L2::256B prefetch": asm.format(op="ld.global.nc.L2::256B.v4.f32"),
+        "no final combine (timing only)": "final",
+        "4 accumulators": "accs",
+        "4 accumulators, evict-first policy": "accs+ef",
+    }
+    vloop = "        for (fr_idx fr_b = fr_j0 + (fr_idx)4 * fr_w; fr_b < fr_jv; fr_b += fr_span) {"
+    combine = "fr_acc0 = FrSum<float>::combine(fr_acc0, FrSum<float>::lift(t0, j));"
+    after = "        fr_j = fr_jv + fr_w;"
+
+    def accumulators(src):  # one accumulator per lane of the vector loop, summed after it
+        assert vloop in src and combine in src and after in src
+        src = src.replace(vloop, "        float fr_accs[4] = {0.f, 0.f, 0.f, 0.f};\n" + vloop)
+        src = src.replace(combine, "fr_accs[fr_k] += t0;", 1)
+        return src.replace(after, "        fr_acc0 += (fr_accs[0] + fr_accs[1])"
+                           " + (fr_accs[2] + fr_accs[3]);\n" + after)
+
+    runs = {}
+    binding, _ = bound((x * x).sum()._node)
+    for label, edit in variants.items():
+        relaunch(binding)  # a launch state of its own for each variant
+        binding.run({}, dev, stream)
+        if edit == "final":
+            swap_source(binding, lambda src: src.replace("if (!fr_last) continue;", "continue;"),
+                        ("-fmad=false",))
+        elif edit in ("accs", "accs+ef"):
+            def change(src, edit=edit):
+                src = accumulators(src)
+                return src.replace(load, evict_first) if edit == "accs+ef" else src
+
+            swap_source(binding, change, ("-fmad=false",))
+        elif edit is not None:
+            def change(src, edit=edit):
+                assert load in src, "the generated vector load changed"
+                return src.replace(load, edit)
+
+            swap_source(binding, change, ("-fmad=false",))
+        env: dict = {}
+        binding.run(env, dev, stream)
+        got = float(launch_to_numpy(env[binding.outputs[0][0]]))
+        st, key = binding.last_state, binding.last_key
+        print(f"   sumsq {label}: rel err {abs(got - want) / want:.1e}", flush=True)
+
+        def run(st=st, key=key):
+            binding.last_key, binding.last_state = key, st
+            binding.launch([x._node.value], [], [None], dev, stream)
+
+        runs[f"sumsq {label}"] = (run, fr.synchronize)
+    add_peer(runs, "torch.compile", "sumsq", [host])
+    interleaved(runs, 4 * N, rounds=9, shuffle=True)
+
+
+SECTIONS = {"sumsqhints": probe_sumsqhints, "ncu": probe_ncu, "hostparts": probe_hostparts,
+            "splitcount": probe_splitcount,
+            "launchfloor": probe_launchfloor,
             "hostcalls": probe_hostcalls,
             "sinsmall": probe_sinsmall, "rowsched": probe_rowsched, "hostcost": probe_hostcost,
             "vectors": probe_vectors, "suitecall": probe_suitecall, "tiers": probe_tiers,
