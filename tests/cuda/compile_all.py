@@ -16,7 +16,8 @@ compile them while the tests run:
   ``quick``, see ``LEVELS``): a CUBIN for sm_90 built exactly as the backend's first, quick
   tier builds it (front end, NVVM, ptxas), and the front end alone for sm_80. ``full`` builds
   what the optimised tier loads (8x the CPU time); tests/cuda/test_codegen.py builds its
-  kernels (every op, loop kind, reduction layout and workload) that way for both CUBINs.
+  kernels (every op, loop kind, reduction layout and workload) that way for sm_90, and as the
+  quick tier does for sm_80 (its ``BUILDS``).
 * The workers (spawned, one per CPU, at the lowest priority so that the test process keeps its
   core) start with the session; whatever is left is compiled when the tests are done.
 

@@ -100,9 +100,15 @@ def generate(kernel: Kernel, arch: str = "sm_90", index_bits: int | None = None)
 
 
 def compile_plan_sources(
-    plan: Plan, arch: str = "sm_90", cache=None, index_bits: int | None = None
+    plan: Plan,
+    arch: str = "sm_90",
+    cache=None,
+    index_bits: int | None = None,
+    extra_options: tuple[str, ...] = (),
 ) -> list[tuple[str, str]]:
-    """Generate every kernel of ``plan`` and compile it with NVRTC to a CUBIN for ``arch``.
+    """Generate every kernel of ``plan`` and compile it with NVRTC to a CUBIN for ``arch``, with
+    the backend's options plus ``extra_options`` (``tiers.QUICK_OPTIONS``: the quick tier's
+    build).
 
     Returns ``[(name, source), ...]``; raises ``nvrtc.CompileError`` on the first failure. CUBINs
     go through ``cache`` (default: the process-wide ``KernelCache``).
@@ -113,6 +119,6 @@ def compile_plan_sources(
     out = []
     for kernel in plan.kernels:
         name, source = generate(kernel, arch, index_bits)
-        cache.get_cubin(source, name, arch, compile_options())
+        cache.get_cubin(source, name, arch, (*compile_options(), *extra_options))
         out.append((name, source))
     return out
