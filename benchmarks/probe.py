@@ -1726,28 +1726,24 @@ def probe_sumsqhints() -> None:
     x = fr.asarray(host)
     dev, stream = driver.current_device(), streams.get_current_stream()
     load = "a0_v[u] = fr_load_vec<4>(a0_p + a0_r + fr_v, 0);"
+    outs = ' : "=f"(a0_v[u].v[0]), "=f"(a0_v[u].v[1]), "=f"(a0_v[u].v[2]), "=f"(a0_v[u].v[3])'
     asm = ('{{ const float* fr_q = a0_p + a0_r + fr_v; asm volatile("{op} {{%0,%1,%2,%3}}, [%4];"'
-           ' : "=f"(a0_v[u].v[0]), "=f"(a0_v[u].v[1]), "=f"(a0_v[u].v[2]), "=f"(a0_v[u].v[3])'
-           ' : "l"(fr_q)); }}')
+           + outs.replace("{", "{{").replace("}", "}}") + ' : "l"(fr_q)); }}')
     evict_first = (
         '{ const float* fr_q = a0_p + a0_r + fr_v; unsigned long long fr_pol;'
         ' asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(fr_pol));'
         ' asm volatile("ld.global.nc.L2::cache_hint.v4.f32 {%0,%1,%2,%3}, [%4], %5;"'
-        ' : "=f"(a0_v[u].v[0]), "=f"(a0_v[u].v[1]), "=f"(a0_v[u].v[2]), "=f"(a0_v[u].v[3])'
-        ' : "l"(fr_q), "l"(fr_pol)); }')
-    variants = {
-        "generated": None,
-        "ld.global.cs (__ldcs)": asm.format(op="ld.global.cs.v4.f32"),
-        "L1::no_allocate": asm.format(op="ld.global.nc.L1::no_allocate.v4.f32"),
-        "L2 evict-first policy": evict_first,
-        "L2::256B prefetch": asm.format(op="ld.global.nc.L2::256B.v4.f32"),
-        "no final combine (timing only)": "final",
-        "4 accumulators": "accs",
-        "4 accumulators, evict-first policy": "accs+ef",
-    }
+        + outs + ' : "l"(fr_q), "l"(fr_pol)); }')
     vloop = "        for (fr_idx fr_b = fr_j0 + (fr_idx)4 * fr_w; fr_b < fr_jv; fr_b += fr_span) {"
     combine = "fr_acc0 = FrSum<float>::combine(fr_acc0, FrSum<float>::lift(t0, j));"
     after = "        fr_j = fr_jv + fr_w;"
+
+    def loads(new):  # the vector loop's loads replaced by ``new``
+        def edit(src):
+            assert load in src, "the generated vector load changed"
+            return src.replace(load, new)
+
+        return edit
 
     def accumulators(src):  # one accumulator per lane of the vector loop, summed after it
         assert vloop in src and combine in src and after in src
@@ -1756,26 +1752,24 @@ def probe_sumsqhints() -> None:
         return src.replace(after, "        fr_acc0 += (fr_accs[0] + fr_accs[1])"
                            " + (fr_accs[2] + fr_accs[3]);\n" + after)
 
+    variants = {  # label -> edit of the generated source (None: as generated)
+        "generated": None,
+        "ld.global.cs (__ldcs)": loads(asm.format(op="ld.global.cs.v4.f32")),
+        "L1::no_allocate": loads(asm.format(op="ld.global.nc.L1::no_allocate.v4.f32")),
+        "L2 evict-first policy": loads(evict_first),
+        "L2::256B prefetch": loads(asm.format(op="ld.global.nc.L2::256B.v4.f32")),
+        "no final combine (timing only)":
+            lambda src: src.replace("if (!fr_last) continue;", "continue;"),
+        "4 accumulators": accumulators,
+        "4 accumulators, evict-first policy": lambda src: loads(evict_first)(accumulators(src)),
+    }
     runs = {}
     binding, _ = bound((x * x).sum()._node)
     for label, edit in variants.items():
         relaunch(binding)  # a launch state of its own for each variant
         binding.run({}, dev, stream)
-        if edit == "final":
-            swap_source(binding, lambda src: src.replace("if (!fr_last) continue;", "continue;"),
-                        ("-fmad=false",))
-        elif edit in ("accs", "accs+ef"):
-            def change(src, edit=edit):
-                src = accumulators(src)
-                return src.replace(load, evict_first) if edit == "accs+ef" else src
-
-            swap_source(binding, change, ("-fmad=false",))
-        elif edit is not None:
-            def change(src, edit=edit):
-                assert load in src, "the generated vector load changed"
-                return src.replace(load, edit)
-
-            swap_source(binding, change, ("-fmad=false",))
+        if edit is not None:
+            swap_source(binding, edit, ("-fmad=false",))
         env: dict = {}
         binding.run(env, dev, stream)
         got = float(launch_to_numpy(env[binding.outputs[0][0]]))
