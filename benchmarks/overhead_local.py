@@ -22,6 +22,8 @@ Usage::
     python benchmarks/overhead_local.py --profile       # cProfile of the cached call
     python benchmarks/overhead_local.py --compare DIR   # interleave with the fuseray under DIR
                                                         # (e.g. a ``git archive`` of a base commit)
+    python benchmarks/overhead_local.py --compare python  # this tree, with and without its
+                                                          # compiled call path
 
 ``--compare`` alternates worker processes (base, this tree, base, ...) so that the machine's
 noise hits both alike, and reports the median of the per-round medians and their ratio.
@@ -73,6 +75,7 @@ class FakeDriver:
         self.devices = devices
         self.calls: collections.Counter = collections.Counter()  # every call but the launch
         self.launches: list = []  # (device id, stream handle) of each launch
+        self.raw_status = 0  # what raw_launch answers instead of launching, when not 0
         self._thread = threading.local()  # .current: context handle (0: none), .pushed: stack
         self.devices_of = {_CONTEXT_BASE + i: i for i in range(devices)}  # context -> device
         self.next_ptr = 0x7F0000000000
@@ -211,6 +214,32 @@ class FakeDriver:
         self.launches.append((device_id, int(stream)))
         return (_SUCCESS,)
 
+    def cuGetProcAddress(self, symbol, version, flags):
+        """``cuLaunchKernel``'s address for the compiled call path: the C module's test
+        launcher, which hands each launch to ``raw_launch`` (none where the module is not
+        built)."""
+        self._call("cuGetProcAddress")
+        try:
+            from fuseray.backends.cuda import _callsite
+        except ImportError:
+            return (self._real.CUresult.CUDA_ERROR_NOT_FOUND, 0, None)
+        if symbol != b"cuLaunchKernel":
+            return (self._real.CUresult.CUDA_ERROR_NOT_FOUND, 0, None)
+        found = self._real.CUdriverProcAddressQueryResult.CU_GET_PROC_ADDRESS_SUCCESS
+        return (_SUCCESS, _callsite.set_test_launcher(self.raw_launch), found)
+
+    def raw_launch(self, f, grid, block, shared, stream, slots) -> int:
+        """``cuLaunchKernel`` as the compiled call path calls it (ints, and the arguments as
+        raw 8-byte values, kept in ``raw_slots``); the status as an int."""
+        device_id = (f - _FUNCTION_BASE) & 0xFF  # (tests may hand in other functions of it)
+        if self.raw_status:  # a test's refusal
+            return self.raw_status
+        if self.current != _CONTEXT_BASE + device_id:
+            return int(self._real.CUresult.CUDA_ERROR_INVALID_CONTEXT)
+        self.launches.append((device_id, stream))
+        self.raw_function, self.raw_slots = f, slots
+        return 0
+
 
 def install(call_ns: int = 500, devices: int = 1, patch=setattr) -> FakeDriver:
     """Point fuseray's CUDA backend at a fresh ``FakeDriver`` with ``devices`` GPUs, and make CUDA
@@ -235,10 +264,11 @@ def install(call_ns: int = 500, devices: int = 1, patch=setattr) -> FakeDriver:
     }
 
     class FakeFunction:
-        __slots__ = ("_ctx_int", "_shared_limit", "device_id", "handle", "name")
+        __slots__ = ("_ctx_int", "_shared_limit", "device_id", "handle", "name", "ptr")
 
         def __init__(self, name: str, device_id: int) -> None:
             self.handle = real.CUfunction(_FUNCTION_BASE + device_id)
+            self.ptr = _FUNCTION_BASE + device_id
             self.name = name
             self.device_id = device_id
             self._ctx_int = _CONTEXT_BASE + device_id
@@ -256,7 +286,8 @@ def install(call_ns: int = 500, devices: int = 1, patch=setattr) -> FakeDriver:
         patch(module, "cu", fake)
     fresh = {
         driver: dict(_available=True, _device_count=devices, _props=props, _contexts={},
-                     _context_ints={}, _context_devices={}, _modules={}, _functions={}),
+                     _context_ints={}, _context_devices={}, _modules={}, _functions={},
+                     _launch_address=None),
         memory: dict(_pools={}, _recycled={}, _filers={}, _recycled_bytes={}),
         streams: dict(_local=type(streams._local)(), _default_streams={}),
         launch_index: dict(_records={}, _pending={}),
@@ -308,9 +339,16 @@ def worker(args) -> dict:
     launches = len(fake.launches)
     # the fake launch's own cost (a real one is outside this measurement): taken off below
     real = fake._real
-    launch_args = (real.CUfunction(_FUNCTION_BASE), 16, 1, 1, 256, 1, 1, 0, real.CUstream(0), 0, 0)
-    launch_us = min(per_call(lambda: fake.cuLaunchKernel(*launch_args), 5000, 5)) * 1e6
+    if f._site is not None:  # the compiled call path launches through fake.raw_launch
+        slots = tuple(range(8))
+        fake_launch = lambda: fake.raw_launch(_FUNCTION_BASE, (16, 1, 1), (256, 1, 1), 0, 0, slots)  # noqa: E731,E501
+    else:
+        launch_args = (real.CUfunction(_FUNCTION_BASE), 16, 1, 1, 256, 1, 1, 0, real.CUstream(0),
+                       0, 0)
+        fake_launch = lambda: fake.cuLaunchKernel(*launch_args)  # noqa: E731
+    launch_us = min(per_call(fake_launch, 5000, 5)) * 1e6
     return {
+        "compiled_call": f._site is not None,
         "median_us": statistics.median(times) * 1e6 - launch_us,
         "min_us": min(times) * 1e6 - launch_us,
         "fake_launch_us": launch_us,
@@ -336,18 +374,22 @@ def profile(args) -> None:
 def compare(args) -> None:
     """Alternate worker processes of the base tree and this one; print medians and the ratio."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    trees = {"base": os.path.abspath(args.compare), "this": here}
+    if args.compare == "python":  # this tree with its compiled call path turned off
+        trees = {"base": (here, "0"), "this": (here, "1")}
+    else:
+        trees = {"base": (os.path.abspath(args.compare), "1"), "this": (here, "1")}
     results: dict[str, list[float]] = {name: [] for name in trees}
     command = [sys.executable, os.path.abspath(__file__), "--worker", "--call-ns",
                str(args.call_ns), "--batch", str(args.batch), "--repeat", str(args.repeat)]
     for r in range(args.rounds):
-        for name, tree in trees.items():
-            env = dict(os.environ, PYTHONPATH=tree)
+        for name, (tree, compiled) in trees.items():
+            env = dict(os.environ, PYTHONPATH=tree, FUSERAY_COMPILED_CALLS=compiled)
             line = subprocess.run(command, env=env, check=True, capture_output=True,
                                   text=True).stdout.strip().splitlines()[-1]
             got = json.loads(line)
             results[name].append(got["median_us"])
             print(f"round {r} {name}: {got['median_us']:.2f} us/call"
+                  f" (compiled call path: {got['compiled_call']})"
                   f" (driver calls per call besides the launch:"
                   f" {got['driver_calls_per_call']})", flush=True)
     base = statistics.median(results["base"])
@@ -376,6 +418,7 @@ def main() -> None:
     else:
         got = worker(args)
         print(f"small_triad, launch faked: {got['median_us']:.2f} us/call median"
+              f" (compiled call path: {got['compiled_call']})"
               f" (min {got['min_us']:.2f}; the fake launch's {got['fake_launch_us']:.2f} us"
               f" taken off); driver calls per call besides the launch:"
               f" {got['driver_calls_per_call']}")

@@ -1785,7 +1785,55 @@ def probe_sumsqhints() -> None:
     interleaved(runs, 4 * N, rounds=9, shuffle=True)
 
 
-SECTIONS = {"sumsqhints": probe_sumsqhints, "ncu": probe_ncu, "hostparts": probe_hostparts,
+def probe_callsite() -> None:
+    """small_triad's cached call through the compiled call site (``_callsite.c``) and through
+    the Python path (``config.compiled_calls`` off), interleaved in shuffled order with
+    cupy.fuse, torch and cupy; µs per call, median of 7 rounds (NOTES.md G30)."""
+    import random
+
+    import gpu
+
+    import workloads
+    from fuseray import config
+    from fuseray.backends.cuda import launch
+
+    host = workloads.inputs("triad", 4096, np.random.default_rng(7))
+    small = [fr.asarray(h) for h in host]
+    f = fr.jit(lambda a, b, c: a * b + c)
+    f(*small)
+    out = f(*small)
+    want = host[0].astype(np.float64) * host[1] + host[2]
+    err = float(np.abs(fr.asnumpy(out) - want).max())
+    print(f"   compiled call site built: {launch._callsite is not None}, taken:"
+          f" {f._site is not None}; max abs error against float64 NumPy {err:.1e}", flush=True)
+    runs = {"fuseray compiled call": (True, lambda: f(*small), fr.synchronize),
+            "fuseray Python path": (False, lambda: f(*small), fr.synchronize)}
+    for name in ("cupy.fuse", "torch", "cupy"):
+        try:
+            peer = gpu.FRAMEWORKS[name]()
+            call = gpu.evaluating(peer.make("triad"), [peer.to_device(a) for a in host])
+            call()
+            peer.sync()
+            runs[name] = (True, call, peer.sync)
+        except Exception as e:  # noqa: BLE001 - a missing peer is reported
+            print(f"{name}: {type(e).__name__}: {e}"[:200], flush=True)
+    results: dict = {label: [] for label in runs}
+    order = list(runs.items())
+    for r in range(7):
+        random.Random(r).shuffle(order)
+        for label, (compiled, call, sync) in order:
+            config.compiled_calls = compiled
+            try:
+                results[label].append(timed_with(call, sync, 10, 1000) * 1e6)
+            finally:
+                config.compiled_calls = True
+    for label, ts in results.items():
+        print(f"   small_triad {label}: {statistics.median(ts):.2f} us per call"
+              f" ({min(ts):.2f}-{max(ts):.2f})", flush=True)
+
+
+SECTIONS = {"callsite": probe_callsite, "sumsqhints": probe_sumsqhints, "ncu": probe_ncu,
+            "hostparts": probe_hostparts,
             "splitcount": probe_splitcount,
             "launchfloor": probe_launchfloor,
             "hostcalls": probe_hostcalls,

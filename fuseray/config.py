@@ -6,7 +6,9 @@ Stage: shared. ``fr.config.debug = True`` verifies the graph after every pass;
 kernel may hold (longer chains are cut, and ``explain`` says where); ``fast_math`` lets the CUDA
 backend use approximate intrinsics (off: results match NumPy within float tolerances);
 ``tiered_compile`` (``FUSERAY_TIERED_COMPILE=0`` turns it off) lets a new CUDA kernel start on a
-quick build while the optimised one compiles in the background (``backends/cuda/tiers.py``).
+quick build while the optimised one compiles in the background (``backends/cuda/tiers.py``);
+``compiled_calls`` (``FUSERAY_COMPILED_CALLS=0`` turns it off) runs cached one-kernel ``@jit``
+calls through the C call site (``backends/cuda/_callsite.c``) where it is built.
 """
 
 from __future__ import annotations
@@ -19,3 +21,4 @@ cpu_backend: str = os.environ.get("FUSERAY_CPU_BACKEND", "numba")
 max_kernel_ops: int = int(os.environ.get("FUSERAY_MAX_KERNEL_OPS", "512"))
 fast_math: bool = os.environ.get("FUSERAY_FAST_MATH", "") not in ("", "0")
 tiered_compile: bool = os.environ.get("FUSERAY_TIERED_COMPILE", "1").strip() != "0"
+compiled_calls: bool = os.environ.get("FUSERAY_COMPILED_CALLS", "1").strip() != "0"

@@ -189,6 +189,10 @@ class Jitted:
         self._traces: dict = {}
         self._instances: dict = {}
         self._fast: dict = {}  # exact argument description -> (trace, instance): the hot path
+        # the same description -> the backend's compiled call site, or False where it has none;
+        # _site is the last one taken, which a call tries before anything else
+        self._sites: dict = {}
+        self._site = None
         params = list(self.signature.parameters.values())
         plain = all(p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty for p in params)
         # the fast path's test: calls with exactly this many positional arguments, or with any
@@ -306,17 +310,40 @@ class Jitted:
         return trace, inst, leaves
 
     def __call__(self, *args, **kwargs):
+        site = self._site
+        if site is not None and not kwargs:
+            out = site(args)  # None: not a call like the site's last one
+            if out is not None:
+                return out
         fast = None
         if not kwargs and (len(args) == self._n_params or self._any_count):
             fast = _fast_args(args)
             if fast is not None:
                 hit = self._fast.get(fast[0])
                 if hit is not None:
-                    return self._run(hit[0], hit[1], fast[1])
+                    out = self._run(hit[0], hit[1], fast[1])
+                    self._site = self._site_for(fast[0], hit, args, fast[1])
+                    return out
         trace, inst, leaves = self.lower(*args, **kwargs)
         if fast is not None:
             self._fast[fast[0]] = (trace, inst)
         return self._run(trace, inst, leaves)
+
+    def _site_for(self, key, hit: tuple, args: tuple, leaves: list):
+        """The compiled call site for calls described by ``key`` (just run with ``args``), made
+        on first use; None where the backend has none."""
+        site = self._sites.get(key)
+        if site is None:
+            trace, inst = hit
+            if not config.compiled_calls or config.device == "cpu" or tracing() is not None:
+                return None  # none now, perhaps later: nothing is recorded
+            make = getattr(inst.direct, "site", None)
+            slot = inst.out_slots[0]
+            if make is not None and trace.out_tree is None and slot is not None:
+                site = make(args, leaves, slot, wrap=_wrap_value, array_type=ndarray,
+                            trace_state=_trace_state)
+            site = self._sites[key] = site or False
+        return site or None
 
     def _run(self, trace: Trace, inst: Instance, leaves: list):
         values = None
@@ -335,7 +362,7 @@ class Jitted:
         # outputs are new buffer leaves (depth 0): wrapping them never flushes a graph
         if trace.out_tree is None:  # a single output: the common case needs no rebuilding
             slot = inst.out_slots[0]
-            return trace.outputs[0] if slot is None else ndarray(leaf_node(values[slot]))
+            return trace.outputs[0] if slot is None else _wrap_value(values[slot])
         outs = [o if slot is None else ndarray(leaf_node(values[slot]))
                 for o, slot in zip(trace.outputs, inst.out_slots)]
         return unflatten(trace.out_tree, outs)
@@ -348,6 +375,11 @@ class Jitted:
         text = describe(inst.plan, labels=trace.labels)
         print(text)
         return text
+
+
+def _wrap_value(value) -> ndarray:
+    """A call's single output as a fuseray array (the compiled call site's ``wrap``)."""
+    return ndarray(leaf_node(value))
 
 
 def _leaf_names(names: list[str], tree) -> list[str]:

@@ -27,6 +27,7 @@ Invariants:
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 import threading
 import warnings
@@ -352,10 +353,12 @@ class Function:
         "max_threads_per_block",
         "name",
         "num_regs",
+        "ptr",
     )
 
     def __init__(self, handle, name: str, device_id: int) -> None:
         self.handle = handle
+        self.ptr = int(handle)  # the CUfunction as an int, for the compiled call path
         self.name = name
         self.device_id = device_id
         self._ctx_int = _context_ints[device_id]
@@ -456,7 +459,7 @@ class ArgPack:
     per compiled kernel and reuse it; ``pack`` is the per-call work.
     """
 
-    __slots__ = ("_format", "_local", "types")
+    __slots__ = ("_format", "_local", "codes", "types")
 
     def __init__(self, types: Sequence[str | np.dtype]) -> None:
         names = []
@@ -469,6 +472,7 @@ class ArgPack:
             names.append(name)
             codes.append(code + "x" * (_SLOT - struct.calcsize("<" + code)))
         self.types = tuple(names)
+        self.codes = "".join(c[0] for c in codes).encode()  # one struct code per parameter
         self._format = struct.Struct("<" + "".join(codes))
         self._local = threading.local()
 
@@ -547,6 +551,35 @@ def launch(
             )
     if status:
         raise CUDAError(f"cuLaunchKernel({func.name}, grid={grid}, block={block})", status)
+
+
+_launch_address: int | None = None
+
+
+def launch_address() -> int:
+    """The address of the driver's ``cuLaunchKernel`` for the compiled call path, or 0 where
+    there is none. The legacy or per-thread default stream variant, as cuda.bindings chooses
+    (``CUDA_PYTHON_CUDA_PER_THREAD_DEFAULT_STREAM``), so a stream handle of 0 means the same to
+    both paths."""
+    global _launch_address
+    if _launch_address is None:
+        address = 0
+        if available():
+            flags = cu.CUdriverProcAddress_flags
+            ptds = os.environ.get("CUDA_PYTHON_CUDA_PER_THREAD_DEFAULT_STREAM", "0")
+            flag = (flags.CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM
+                    if ptds.strip() not in ("", "0") else flags.CU_GET_PROC_ADDRESS_LEGACY_STREAM)
+            try:
+                status, pfn, found = cu.cuGetProcAddress(b"cuLaunchKernel", 12000, flag)
+            except Exception:  # an older binding or a stand-in driver without it
+                status, pfn, found = 1, 0, None
+            if not status and int(pfn) and (
+                found is None
+                or found == cu.CUdriverProcAddressQueryResult.CU_GET_PROC_ADDRESS_SUCCESS
+            ):
+                address = int(pfn)
+        _launch_address = address
+    return _launch_address
 
 
 def launch_prepared(

@@ -43,6 +43,11 @@ from .model import KernelModel, access_views, build_model, layout_for, store_lay
 from .nvrtc import CompileError
 from .program import compile_options, variant
 
+try:  # the C call site for cached @jit calls (setup.py builds it where a compiler is found)
+    from . import _callsite
+except ImportError:
+    _callsite = None
+
 # ---------------------------------------------------------------------------------------------
 # compiled programs
 # ---------------------------------------------------------------------------------------------
@@ -411,6 +416,58 @@ def direct(plan: Plan, roots: list, placeholders: list):
         b.launch(values, params, outs, device_id, streams.get_current_stream(device_id))
         return outs if picks is None else [outs[k] for k in picks]
 
+    def site(args: tuple, leaves: list, root: int, *, wrap, array_type, trace_state):
+        """The compiled call site (``_callsite.Site``) for calls like ``args`` (plain positional
+        arguments: ``array_type`` arrays and Python scalars), whose leaves ``leaves`` were just
+        run through ``call``. It returns ``wrap`` of root ``root``'s array, and takes no call
+        made while ``trace_state.trace`` is set. None where it does not apply: not built,
+        turned off, several GPUs, a split reduction's workspace, a state not prepared yet."""
+        if _callsite is None or not config.compiled_calls or driver._device_count != 1:
+            return None
+        address = driver.launch_address()
+        if not address or len(args) != len(leaves):
+            return None
+        specs = []
+        for a, v in zip(args, leaves):
+            if type(a) is array_type and type(v) is DeviceArray:
+                specs.append((v.shape, v.dtype, v.strides))
+            elif type(a) in (int, float, bool) and a is v:
+                specs.append(type(a))
+            else:
+                return None
+        inputs, strides = [], []
+        for i, base in sources:
+            v = base.value if i is None else leaves[i]
+            if type(v) is not DeviceArray:
+                return None
+            inputs.append(v if i is None else i)
+            strides.append(v.strides)
+        st = b.states.get((0, config.fast_math, *strides))
+        if st is None or st.skip or (st.split and st.splits > 1):
+            return None
+        function = st.program.function
+        if not isinstance(getattr(function, "ptr", None), int) or (
+            st.dims[6] > function._shared_limit
+        ):
+            return None
+        shift = dict(st.shifts)
+        outputs = tuple((target.shape, dtype, out_strides, nbytes)
+                        for target, _, dtype, out_strides, nbytes in b.outputs)
+        tail = ((0, 0) if st.split else ()) + tuple(st.middle)
+        pack, dims = st.program.pack, st.dims
+
+        def fallback(function, args, stream):
+            driver.launch(function, dims[:3], dims[3:6], args, pack, dims[6], stream.handle)
+
+        env = (array_type, DeviceArray, streams.get_current_stream, _empty, wrap, config,
+               config.fast_math, trace_state, fallback, address, 0)
+        return _callsite.Site(
+            tuple(specs), tuple((src, shift.get(k, 0)) for k, src in enumerate(inputs)),
+            outputs, tail, tuple(param_sources), pack.codes, st.program, dims,
+            root if picks is None else picks[root], env,
+        )
+
+    call.site = site
     return call
 
 
