@@ -3,7 +3,8 @@
 # benchmark suite. Usage (from the repository root):
 #   OUT=dir PARTS="tests bench" bash benchmarks/device_run.sh
 #   OUT=dir PARTS=probe PROBES="rowsched hostcost" bash benchmarks/device_run.sh
-# FRAMEWORKS (comma-separated) narrows the suite, e.g. to leave out NumPy's slow CPU runs.
+# FRAMEWORKS (comma-separated) narrows the suite, e.g. to leave out NumPy's slow CPU runs;
+# WORKLOADS (comma-separated) narrows it to some workloads.
 # Everything lands under $OUT: logs, the benchmark JSON/markdown/PNG. Each part has a time
 # limit (seconds: TESTS_T, BENCH_T, PROBE_T) so that what finished comes back. A device call is limited
 # to 10 minutes: run PARTS=tests and PARTS=bench as two calls.
@@ -39,6 +40,7 @@ fr.synchronize()
 pstats.Stats("/tmp/prof").sort_stats("tottime").print_stats(18)
 PY
     timeout "${BENCH_T:-540}" python3 benchmarks/gpu.py --repeat 20 --loop-blocks 4 \
+        ${WORKLOADS:+--workloads "$WORKLOADS"} \
         --frameworks "${FRAMEWORKS:-fuseray,fuseray.fast,numpy,cupy,cupy.fuse,torch,torch.compile,jax.jit}" \
         --json "$OUT/bench.json" --png "$OUT/bench.png" --markdown "$OUT/bench.md" \
         > "$OUT/bench.log" 2>&1
