@@ -398,8 +398,13 @@ site_call(Site *self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
         goto fail;
     }
     unsigned *d = self->dims;
-    int status = self->launch(handle, d[0], d[1], d[2], d[3], d[4], d[5], d[6], stream_handle,
-                              pointers, NULL);
+    int status;
+    /* without the GIL, as cuda.bindings calls it: a launch may wait for room in the queue,
+       behind work (a host callback, say) that needs another Python thread to run */
+    Py_BEGIN_ALLOW_THREADS
+    status = self->launch(handle, d[0], d[1], d[2], d[3], d[4], d[5], d[6], stream_handle,
+                          pointers, NULL);
+    Py_END_ALLOW_THREADS
     if (status != 0) {
         /* the Python launch: makes the context current, or raises the driver's error */
         PyObject *list = PyList_New(s);
@@ -713,9 +718,22 @@ static PyTypeObject SiteType = {
    slots being the raw 8-byte argument values, and returns what the callable returns. */
 static PyObject *test_launcher = NULL;
 
+static int test_launch_locked(void *, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
+                              unsigned, void *, void **);
+
 static int
 test_launch(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
             unsigned shared, void *stream, void **params, void **extra)
+{
+    PyGILState_STATE gil = PyGILState_Ensure(); /* called without the GIL, as the driver is */
+    int status = test_launch_locked(f, gx, gy, gz, bx, by, bz, shared, stream, params);
+    PyGILState_Release(gil);
+    return status;
+}
+
+static int
+test_launch_locked(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                   unsigned bz, unsigned shared, void *stream, void **params)
 {
     if (test_launcher == NULL)
         return 1; /* CUDA_ERROR_INVALID_VALUE */
