@@ -64,6 +64,13 @@ typedef struct {
     PyObject *convert; /* the parameter's NumPy scalar type */
 } ParamSpec;
 
+/* the Python objects a site leans on, in the order of the constructor's ``env`` (whose entry 9,
+   the launch address, is not an object and is kept apart) */
+enum {
+    ENV_NDARRAY, ENV_DEVICE_ARRAY, ENV_GET_STREAM, ENV_EMPTY, ENV_WRAP, ENV_CONFIG, ENV_FAST_MATH,
+    ENV_TRACE_STATE, ENV_FALLBACK, ENV_DEVICE_ID, ENV_COUNT
+};
+
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
@@ -74,8 +81,8 @@ typedef struct {
     ParamSpec *params;
     PyObject *tail;  /* tuple: constant arguments between the outputs and the parameters */
     char codes[MAX_SLOTS];
-    PyObject *program, *ndarray_type, *device_array_type, *get_stream, *empty, *wrap, *config,
-        *fast_math, *trace_state, *fallback, *device_id;
+    PyObject *program;
+    PyObject *env[ENV_COUNT];
     unsigned dims[7];
     Py_ssize_t pick;
     launch_fn launch;
@@ -184,7 +191,7 @@ same(PyObject *a, PyObject *b)
 static PyObject *
 array_value(Site *self, PyObject *a, ArgSpec *spec)
 {
-    if ((PyObject *)Py_TYPE(a) != self->ndarray_type)
+    if ((PyObject *)Py_TYPE(a) != self->env[ENV_NDARRAY])
         return NULL;
     PyObject *storage = get(a, s_storage);
     if (storage == NULL)
@@ -205,7 +212,7 @@ array_value(Site *self, PyObject *a, ArgSpec *spec)
     }
     Py_XDECREF(op);
     Py_DECREF(node);
-    if (v == NULL || (PyObject *)Py_TYPE(v) != self->device_array_type)
+    if (v == NULL || (PyObject *)Py_TYPE(v) != self->env[ENV_DEVICE_ARRAY])
         goto miss;
     PyObject *names[3] = {s_shape, s_dtype, s_strides};
     PyObject *want[3] = {spec->shape, spec->dtype, spec->strides};
@@ -226,28 +233,28 @@ miss:
 static int
 call_matches(Site *self)
 {
-    PyObject *device = get(self->config, s_device);
+    PyObject *device = get(self->env[ENV_CONFIG], s_device);
     if (device == NULL)
         return -1;
     int cpu = PyUnicode_Check(device) && PyUnicode_Compare(device, s_cpu) == 0;
     Py_DECREF(device);
     if (cpu)
         return 0;
-    PyObject *on = get(self->config, s_compiled_calls);
+    PyObject *on = get(self->env[ENV_CONFIG], s_compiled_calls);
     if (on == NULL)
         return -1;
     int compiled = PyObject_IsTrue(on);
     Py_DECREF(on);
     if (compiled <= 0)
         return compiled;
-    PyObject *fast = get(self->config, s_fast_math);
+    PyObject *fast = get(self->env[ENV_CONFIG], s_fast_math);
     if (fast == NULL)
         return -1;
-    int eq = same(fast, self->fast_math);
+    int eq = same(fast, self->env[ENV_FAST_MATH]);
     Py_DECREF(fast);
     if (eq != 1)
         return eq;
-    PyObject *trace = get(self->trace_state, s_trace);
+    PyObject *trace = get(self->env[ENV_TRACE_STATE], s_trace);
     if (trace == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_AttributeError))
             return -1;
@@ -302,7 +309,7 @@ site_call(Site *self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
     }
 
     /* from here on the call is this site's: no more misses */
-    stream = PyObject_Vectorcall(self->get_stream, &self->device_id, 1, NULL);
+    stream = PyObject_Vectorcall(self->env[ENV_GET_STREAM], &self->env[ENV_DEVICE_ID], 1, NULL);
     if (stream == NULL)
         goto fail;
     PyObject *ptr = get(stream, s_ptr);
@@ -320,11 +327,11 @@ site_call(Site *self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
         if (memory == NULL)
             goto fail;
         PyObject *dev = get(memory, s_device_id);
-        int same_device = dev == NULL ? -1 : same(dev, self->device_id);
+        int same_device = dev == NULL ? -1 : same(dev, self->env[ENV_DEVICE_ID]);
         if (same_device == 0)
             PyErr_Format(PyExc_ValueError,
                          "an input lives on CUDA device %R, but the current device is %R", dev,
-                         self->device_id);
+                         self->env[ENV_DEVICE_ID]);
         Py_XDECREF(dev);
         PyObject *last = same_device == 1 ? get(memory, s_stream) : NULL;
         Py_DECREF(memory);
@@ -352,7 +359,7 @@ site_call(Site *self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
     for (Py_ssize_t k = 0; k < self->noutputs; k++, s++) {
         OutputSpec *o = &self->outputs[k];
         PyObject *eargs[5] = {o->shape, o->dtype, stream, o->strides, o->nbytes};
-        PyObject *out = PyObject_Vectorcall(self->empty, eargs, 5, NULL);
+        PyObject *out = PyObject_Vectorcall(self->env[ENV_EMPTY], eargs, 5, NULL);
         if (out == NULL)
             goto fail;
         held[nheld++] = out;
@@ -428,7 +435,7 @@ site_call(Site *self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
         PyObject *r = NULL;
         if (k == s) {
             PyObject *fargs[3] = {function, list, stream};
-            r = PyObject_Vectorcall(self->fallback, fargs, 3, NULL);
+            r = PyObject_Vectorcall(self->env[ENV_FALLBACK], fargs, 3, NULL);
         }
         Py_DECREF(list);
         Py_DECREF(function);
@@ -438,7 +445,7 @@ site_call(Site *self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
     } else {
         Py_DECREF(function);
     }
-    result = PyObject_Vectorcall(self->wrap, &picked, 1, NULL);
+    result = PyObject_Vectorcall(self->env[ENV_WRAP], &picked, 1, NULL);
 
 fail:
     /* outputs and parameters are dropped only now: an output's memory is freed (or recycled) on
@@ -497,12 +504,8 @@ site_traverse(Site *self, visitproc visit, void *arg)
         Py_VISIT(self->inputs[i].captured);
     Py_VISIT(self->tail);
     Py_VISIT(self->program);
-    Py_VISIT(self->get_stream);
-    Py_VISIT(self->empty);
-    Py_VISIT(self->wrap);
-    Py_VISIT(self->config);
-    Py_VISIT(self->trace_state);
-    Py_VISIT(self->fallback);
+    for (int k = 0; k < ENV_COUNT; k++)
+        Py_VISIT(self->env[k]);
     return 0;
 }
 
@@ -512,16 +515,8 @@ site_clear(Site *self)
     site_clear_specs(self);
     Py_CLEAR(self->tail);
     Py_CLEAR(self->program);
-    Py_CLEAR(self->ndarray_type);
-    Py_CLEAR(self->device_array_type);
-    Py_CLEAR(self->get_stream);
-    Py_CLEAR(self->empty);
-    Py_CLEAR(self->wrap);
-    Py_CLEAR(self->config);
-    Py_CLEAR(self->fast_math);
-    Py_CLEAR(self->trace_state);
-    Py_CLEAR(self->fallback);
-    Py_CLEAR(self->device_id);
+    for (int k = 0; k < ENV_COUNT; k++)
+        Py_CLEAR(self->env[k]);
     return 0;
 }
 
@@ -660,16 +655,13 @@ site_init(Site *self, PyObject *a, PyObject *kw)
     self->pick = pick;
     self->tail = Py_NewRef(tail);
     self->program = Py_NewRef(program);
-    PyObject **slots[] = {&self->ndarray_type, &self->device_array_type, &self->get_stream,
-                          &self->empty, &self->wrap, &self->config, &self->fast_math,
-                          &self->trace_state, &self->fallback};
     for (int k = 0; k < 9; k++)
-        *slots[k] = Py_NewRef(PyTuple_GET_ITEM(env, k));
+        self->env[k] = Py_NewRef(PyTuple_GET_ITEM(env, k));
     void *address = PyLong_AsVoidPtr(PyTuple_GET_ITEM(env, 9));
     if (address == NULL)
         return PyErr_Occurred() ? -1 : bad("no launch address");
     self->launch = (launch_fn)address;
-    self->device_id = Py_NewRef(PyTuple_GET_ITEM(env, 10));
+    self->env[ENV_DEVICE_ID] = Py_NewRef(PyTuple_GET_ITEM(env, 10));
     self->vectorcall = (vectorcallfunc)site_call;
     return 0;
 }
