@@ -10,6 +10,10 @@ Stage: backend (CUDA), the last step of the pipeline. The launch path is short, 
    the source, and fetch the CUBIN through the ``KernelCache`` (memory, disk, then NVRTC);
 3. allocate outputs (stream-ordered), fill pointers and jit parameters, launch.
 
+A repeated ``@jit`` call of a one-kernel plan can skip steps 1-2: ``direct``'s ``site`` builds a
+compiled call site (``_callsite.c``, where it is built) for one exact call description, which
+checks a call against it and does step 3 in C, or hands the call back to this path.
+
 Invariants:
 - Every key that selects compiled code is built in ``Binding._prepare`` from the layout classes and
   the index width; sizes never are, so a new size reuses the CUBIN (it only re-derives the state).
