@@ -1662,7 +1662,7 @@ def probe_hostparts() -> None:
     f = fr.jit(lambda a, b, c: a * b + c)
     f(*small)
     key, leaves = jit_module._fast_args(small)
-    _, inst = f._fast[key]
+    inst = f._fast[key][1]
     direct = inst.direct
     value = direct(leaves)[0]
     st = streams.get_current_stream()

@@ -188,10 +188,10 @@ class Jitted:
         self.static = frozenset(static)
         self._traces: dict = {}
         self._instances: dict = {}
-        self._fast: dict = {}  # exact argument description -> (trace, instance): the hot path
-        # the same description -> the backend's compiled call site, or False where it has none;
-        # _site is the last one taken, which a call tries before anything else
-        self._sites: dict = {}
+        # the hot path: exact argument description -> [trace, instance, site], site being the
+        # backend's compiled call site for such calls (None until the first repeat asks, False
+        # where there is none); _site is the last one taken, which a call tries first
+        self._fast: dict = {}
         self._site = None
         params = list(self.signature.parameters.values())
         plain = all(p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty for p in params)
@@ -322,19 +322,18 @@ class Jitted:
                 hit = self._fast.get(fast[0])
                 if hit is not None:
                     out = self._run(hit[0], hit[1], fast[1])
-                    self._site = self._site_for(fast[0], hit, args, fast[1])
+                    self._site = self._site_for(hit, args, fast[1])
                     return out
         trace, inst, leaves = self.lower(*args, **kwargs)
         if fast is not None:
-            self._fast[fast[0]] = (trace, inst)
+            self._fast[fast[0]] = [trace, inst, None]
         return self._run(trace, inst, leaves)
 
-    def _site_for(self, key, hit: tuple, args: tuple, leaves: list):
-        """The compiled call site for calls described by ``key`` (just run with ``args``), made
-        on first use; None where the backend has none."""
-        site = self._sites.get(key)
+    def _site_for(self, hit: list, args: tuple, leaves: list):
+        """The compiled call site of ``_fast`` entry ``hit`` (just run with ``args``), made on
+        first use; None where the backend has none."""
+        trace, inst, site = hit
         if site is None:
-            trace, inst = hit
             if not config.compiled_calls or config.device == "cpu" or tracing() is not None:
                 return None  # none now, perhaps later: nothing is recorded
             make = getattr(inst.direct, "site", None)
@@ -342,7 +341,7 @@ class Jitted:
             if make is not None and trace.out_tree is None and slot is not None:
                 site = make(args, leaves, slot, wrap=_wrap_value, array_type=ndarray,
                             trace_state=_trace_state)
-            site = self._sites[key] = site or False
+            site = hit[2] = site or False
         return site or None
 
     def _run(self, trace: Trace, inst: Instance, leaves: list):
@@ -363,7 +362,7 @@ class Jitted:
         if trace.out_tree is None:  # a single output: the common case needs no rebuilding
             slot = inst.out_slots[0]
             return trace.outputs[0] if slot is None else _wrap_value(values[slot])
-        outs = [o if slot is None else ndarray(leaf_node(values[slot]))
+        outs = [o if slot is None else _wrap_value(values[slot])
                 for o, slot in zip(trace.outputs, inst.out_slots)]
         return unflatten(trace.out_tree, outs)
 
@@ -378,7 +377,7 @@ class Jitted:
 
 
 def _wrap_value(value) -> ndarray:
-    """A call's single output as a fuseray array (the compiled call site's ``wrap``)."""
+    """A call's output as a fuseray array (also the compiled call site's ``wrap``)."""
     return ndarray(leaf_node(value))
 
 

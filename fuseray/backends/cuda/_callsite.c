@@ -74,7 +74,7 @@ enum {
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
-    Py_ssize_t nargs, ninputs, noutputs, nparams, nslots;
+    Py_ssize_t nargs, ninputs, noutputs, nparams;
     ArgSpec *args;
     InputSpec *inputs;
     OutputSpec *outputs;
@@ -643,7 +643,6 @@ site_init(Site *self, PyObject *a, PyObject *kw)
         self->params[i].convert = Py_NewRef(PyTuple_GET_ITEM(x, 1));
     }
     memcpy(self->codes, codes, (size_t)ncodes);
-    self->nslots = ncodes;
     for (int k = 0; k < 7; k++) {
         unsigned long v = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(dims, k));
         if (v == (unsigned long)-1 && PyErr_Occurred())
