@@ -1419,9 +1419,11 @@ def add_peer(runs: dict, framework: str, workload: str, host: list) -> None:
         print(f"{framework}: {type(e).__name__}: {e}"[:200], flush=True)
 
 
-def interleaved(runs: dict, nbytes: int, rounds: int = 5, shuffle: bool = False) -> None:
+def interleaved(runs: dict, nbytes: int, rounds: int = 5, shuffle: bool = False,
+                batch: int | None = 5) -> None:
     """Time every (call, sync) of ``runs`` in turn, ``rounds`` times, and report each median;
-    ``shuffle`` takes them in a new random order each round (no entry always runs first)."""
+    ``shuffle`` takes them in a new random order each round (no entry always runs first);
+    ``batch`` calls a timed batch (None: sized as the suite sizes them, G17)."""
     import random
 
     results: dict = {label: [] for label in runs}
@@ -1430,7 +1432,7 @@ def interleaved(runs: dict, nbytes: int, rounds: int = 5, shuffle: bool = False)
         if shuffle:
             random.Random(r).shuffle(order)
         for label, (call, sync) in order:
-            results[label].append(timed_with(call, sync, 10))
+            results[label].append(timed_with(call, sync, 10, batch))
     for label, ts in results.items():
         report(f"{label} (median of {rounds} interleaved)", statistics.median(ts), nbytes)
 
@@ -1716,6 +1718,33 @@ def probe_ncu() -> None:
     driver.check(driver.cu.cuProfilerStop(), "cuProfilerStop")
 
 
+def sumsq_variants(x, want: float, variants: dict) -> dict:
+    """Runs (label -> (call, sync)) of sumsq's generated kernel on ``x`` with its source edited
+    by each of ``variants`` (label -> edit, None: as generated), each with a launch state of its
+    own, checked against ``want`` (printed)."""
+    dev, stream = driver.current_device(), streams.get_current_stream()
+    runs = {}
+    binding, _ = bound((x * x).sum()._node)
+    for label, edit in variants.items():
+        relaunch(binding)
+        binding.run({}, dev, stream)
+        if edit is not None:
+            swap_source(binding, edit, ("-fmad=false",))
+        env: dict = {}
+        binding.run(env, dev, stream)
+        got = float(launch_to_numpy(env[binding.outputs[0][0]]))
+        st, key = binding.last_state, binding.last_key
+        print(f"   sumsq {label}: grid {st.launch.grid}, rel err {abs(got - want) / want:.1e}",
+              flush=True)
+
+        def run(st=st, key=key):
+            binding.last_key, binding.last_state = key, st
+            binding.launch([x._node.value], [], [None], dev, stream)
+
+        runs[f"sumsq {label}"] = (run, fr.synchronize)
+    return runs
+
+
 def probe_sumsqhints() -> None:
     """sumsq's generated kernel with other load instructions for its 16-byte loads (streaming
     ``__ldcs``, no L1 allocation, an L2 evict-first policy, a 256-byte L2 prefetch), and timed
@@ -1724,7 +1753,6 @@ def probe_sumsqhints() -> None:
     host = np.random.default_rng(3).standard_normal(N, dtype=np.float32)
     want = float((host.astype(np.float64) ** 2).sum())
     x = fr.asarray(host)
-    dev, stream = driver.current_device(), streams.get_current_stream()
     load = "a0_v[u] = fr_load_vec<4>(a0_p + a0_r + fr_v, 0);"
     outs = ' : "=f"(a0_v[u].v[0]), "=f"(a0_v[u].v[1]), "=f"(a0_v[u].v[2]), "=f"(a0_v[u].v[3])'
     asm = ('{{ const float* fr_q = a0_p + a0_r + fr_v; asm volatile("{op} {{%0,%1,%2,%3}}, [%4];"'
@@ -1763,24 +1791,7 @@ def probe_sumsqhints() -> None:
         "4 accumulators": accumulators,
         "4 accumulators, evict-first policy": lambda src: loads(evict_first)(accumulators(src)),
     }
-    runs = {}
-    binding, _ = bound((x * x).sum()._node)
-    for label, edit in variants.items():
-        relaunch(binding)  # a launch state of its own for each variant
-        binding.run({}, dev, stream)
-        if edit is not None:
-            swap_source(binding, edit, ("-fmad=false",))
-        env: dict = {}
-        binding.run(env, dev, stream)
-        got = float(launch_to_numpy(env[binding.outputs[0][0]]))
-        st, key = binding.last_state, binding.last_key
-        print(f"   sumsq {label}: rel err {abs(got - want) / want:.1e}", flush=True)
-
-        def run(st=st, key=key):
-            binding.last_key, binding.last_state = key, st
-            binding.launch([x._node.value], [], [None], dev, stream)
-
-        runs[f"sumsq {label}"] = (run, fr.synchronize)
+    runs = sumsq_variants(x, want, variants)
     add_peer(runs, "torch.compile", "sumsq", [host])
     interleaved(runs, 4 * N, rounds=9, shuffle=True)
 
@@ -1832,7 +1843,102 @@ def probe_callsite() -> None:
               f" ({min(ts):.2f}-{max(ts):.2f})", flush=True)
 
 
-SECTIONS = {"callsite": probe_callsite, "sumsqhints": probe_sumsqhints, "ncu": probe_ncu,
+def probe_sumsqsplit() -> None:
+    """sumsq's split reduction as generated, with the product folded into the accumulation as
+    one FMA (one instruction a slot instead of two, as torch.compile's), with interleaved tiles
+    (block y reads 16-byte-vector spans y, y + S, ...: the blocks sweep memory together instead
+    of streaming 512 regions apart), and both; next to a row reduction of the same data and
+    torch.compile, timed as the suite times (batches of at least 4 ms), shuffled (NOTES.md
+    G31)."""
+    host = np.random.default_rng(3).standard_normal(N, dtype=np.float32)
+    want = float((host.astype(np.float64) ** 2).sum())
+    x = fr.asarray(host)
+    combine = "fr_acc0 = FrSum<float>::combine(fr_acc0, FrSum<float>::lift(t0, j));"
+    vloop = "for (fr_idx fr_b = fr_j0 + (fr_idx)4 * fr_w; fr_b < fr_jv; fr_b += fr_span) {"
+    after = "        fr_j = fr_jv + fr_w;"
+
+    def fma(src):
+        assert combine in src
+        return src.replace(combine, "fr_acc0 = fmaf(a0, a0, fr_acc0);")
+
+    def tiles(src):  # whole spans only: the probe's N is a multiple of every block's span
+        assert vloop in src and after in src
+        src = src.replace(vloop, "for (fr_idx fr_b = (fr_idx)blockIdx.y * fr_span"
+                          " + (fr_idx)4 * fr_w; fr_b < L / fr_span * fr_span;"
+                          " fr_b += (fr_idx)gridDim.y * fr_span) {")
+        return src.replace(after, "        fr_j = fr_j1;")
+
+    variants = {"generated": None, "fma": fma, "tiles": tiles,
+                "tiles + fma": lambda src: tiles(fma(src))}
+    runs = sumsq_variants(x, want, variants)
+    suite = fr.jit(lambda v: (v * v).sum())
+    rows = fr.jit(lambda v: (v * v).sum(axis=1))
+    m = x.reshape(ROWS, COLS)
+    for label, f, arg in (("fuseray call", suite, x), ("row sums (1024)", rows, m)):
+        got = np.asarray(f(arg).get(), dtype=np.float64).sum()
+        print(f"   sumsq {label}: rel err {abs(got - want) / want:.1e}", flush=True)
+        runs[f"sumsq {label}"] = (lambda f=f, arg=arg: f(arg), fr.synchronize)
+    add_peer(runs, "torch.compile", "sumsq", [host])
+    interleaved(runs, 4 * N, rounds=9, shuffle=True, batch=None)
+
+
+def probe_splitgeom() -> None:
+    """sumsq's split reduction with 1, 2 and 4 (generated) vector loads in flight per thread,
+    with the fence before the completion counter in the writing threads only, without the
+    split's end (timing only), and with blocks of 256 threads (twice the splits), next to row
+    sums over 1024-long rows (what ran as fast as torch.compile on an H200 in probe sumsqsplit)
+    and torch.compile, timed as the suite times, shuffled (NOTES.md G31)."""
+    from fuseray import schedule
+
+    host = np.random.default_rng(3).standard_normal(N, dtype=np.float32)
+    want = float((host.astype(np.float64) ** 2).sum())
+    x = fr.asarray(host)
+    head, tail = "if (fr_aligned<4>(", "fr_j = fr_jv + fr_w;"
+
+    def unroll(k):  # the vector loop's loads in flight per thread
+        def edit(src):
+            i, j = src.index(head), src.index(tail)
+            part = src[i:j]
+            for old, new in (("(fr_idx)16 * fr_W", f"(fr_idx){4 * k} * fr_W"),
+                             ("a0_v[4];", f"a0_v[{k}];"), ("u < 4;", f"u < {k};")):
+                assert old in part
+                part = part.replace(old, new)
+            return src[:i] + part + src[j:]
+
+        return edit
+
+    fence = ("        fr_ws0[(long long)blockIdx.y * R + r] = fr_acc0;\n      }\n"
+             "      __threadfence();\n")
+
+    def writers_fence(src):  # only the threads that wrote a partial fence before the counter
+        assert fence in src
+        return src.replace(fence, "        fr_ws0[(long long)blockIdx.y * R + r] = fr_acc0;\n"
+                           "        __threadfence();\n      }\n")
+
+    def no_end(src):  # timing only: no partials, fence, counter or final combine
+        assert "    if (gridDim.y > 1) {" in src
+        return src.replace("    if (gridDim.y > 1) {", "    if (gridDim.y > 1) { continue;")
+
+    runs = sumsq_variants(x, want, {"generated": None, "1 load": unroll(1),
+                                    "2 loads": unroll(2), "writers fence": writers_fence,
+                                    "no split end (timing only)": no_end})
+    saved = schedule.REDUCE_MAX_THREADS
+    try:
+        schedule.REDUCE_MAX_THREADS = 256
+        x2 = fr.asarray(host)  # a new leaf: a kernel planned with the smaller blocks
+        more = sumsq_variants(x2, want, {"blocks of 256": None})
+    finally:
+        schedule.REDUCE_MAX_THREADS = saved
+    runs.update(more)
+    rows = fr.jit(lambda v: (v * v).sum(axis=1))
+    m = x.reshape(ROWS, COLS)
+    runs["sumsq row sums (1024)"] = (lambda: rows(m), fr.synchronize)
+    add_peer(runs, "torch.compile", "sumsq", [host])
+    interleaved(runs, 4 * N, rounds=9, shuffle=True, batch=None)
+
+
+SECTIONS = {"splitgeom": probe_splitgeom, "sumsqsplit": probe_sumsqsplit,
+            "callsite": probe_callsite, "sumsqhints": probe_sumsqhints, "ncu": probe_ncu,
             "hostparts": probe_hostparts,
             "splitcount": probe_splitcount,
             "launchfloor": probe_launchfloor,
