@@ -1745,6 +1745,16 @@ def sumsq_variants(x, want: float, variants: dict) -> dict:
     return runs
 
 
+def add_row_sums(runs: dict, x, want: float) -> None:
+    """Add sumsq's bytes reduced as 1024-long row sums (a row kernel, no split) to ``runs``,
+    checked against ``want`` (printed)."""
+    rows = fr.jit(lambda v: (v * v).sum(axis=1))
+    m = x.reshape(ROWS, COLS)
+    got = np.asarray(rows(m).get(), dtype=np.float64).sum()
+    print(f"   sumsq row sums (1024): rel err {abs(got - want) / want:.1e}", flush=True)
+    runs["sumsq row sums (1024)"] = (lambda: rows(m), fr.synchronize)
+
+
 def probe_sumsqhints() -> None:
     """sumsq's generated kernel with other load instructions for its 16-byte loads (streaming
     ``__ldcs``, no L1 allocation, an L2 evict-first policy, a 256-byte L2 prefetch), and timed
@@ -1872,12 +1882,10 @@ def probe_sumsqsplit() -> None:
                 "tiles + fma": lambda src: tiles(fma(src))}
     runs = sumsq_variants(x, want, variants)
     suite = fr.jit(lambda v: (v * v).sum())
-    rows = fr.jit(lambda v: (v * v).sum(axis=1))
-    m = x.reshape(ROWS, COLS)
-    for label, f, arg in (("fuseray call", suite, x), ("row sums (1024)", rows, m)):
-        got = np.asarray(f(arg).get(), dtype=np.float64).sum()
-        print(f"   sumsq {label}: rel err {abs(got - want) / want:.1e}", flush=True)
-        runs[f"sumsq {label}"] = (lambda f=f, arg=arg: f(arg), fr.synchronize)
+    got = float(suite(x).get())
+    print(f"   sumsq fuseray call: rel err {abs(got - want) / want:.1e}", flush=True)
+    runs["sumsq fuseray call"] = (lambda: suite(x), fr.synchronize)
+    add_row_sums(runs, x, want)
     add_peer(runs, "torch.compile", "sumsq", [host])
     interleaved(runs, 4 * N, rounds=9, shuffle=True, batch=None)
 
@@ -1930,9 +1938,7 @@ def probe_splitgeom() -> None:
     finally:
         schedule.REDUCE_MAX_THREADS = saved
     runs.update(more)
-    rows = fr.jit(lambda v: (v * v).sum(axis=1))
-    m = x.reshape(ROWS, COLS)
-    runs["sumsq row sums (1024)"] = (lambda: rows(m), fr.synchronize)
+    add_row_sums(runs, x, want)
     add_peer(runs, "torch.compile", "sumsq", [host])
     interleaved(runs, 4 * N, rounds=9, shuffle=True, batch=None)
 
