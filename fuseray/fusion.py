@@ -420,6 +420,10 @@ class Planner:
             if v.kind is Kind.REDUCE and self.group_of.get(v) is g:
                 todo.append(v.src[0])
                 continue
+            if v in elsewhere:  # reduced directly by this kernel (x.sum(axis=1).sum()): read it
+                if v not in inputs:
+                    inputs.append(v)
+                continue
             c = cone(v, _StoredElsewhere(self, g, v) if v.kind is Kind.ELEMENTWISE else elsewhere)
             inside.update(c.nodes)
             for head in c.accesses:

@@ -172,10 +172,15 @@ def test_two_reductions_of_one_array_share_a_kernel():
     assert len(plan.kernels) == 1 and len(plan.kernels[0].stores) == 3
 
 
-def test_reduction_of_reduction_is_two_kernels():
+@pytest.mark.parametrize("fn", [lambda m: m.sum(axis=1).max(),
+                                lambda m: (m * m).sum(axis=1).sum()])
+def test_reduction_of_reduction_is_two_kernels(fn):
     m = np.random.default_rng(6).random((6, 8))
-    plan = plan_of(lambda m: m.sum(axis=1).max(), m)
-    assert len(plan.kernels) == 2
+    first, second = plan_of(fn, m).kernels
+    # the second reads the first's stored rows and nothing upstream of them
+    assert second.inputs == first.outputs
+    assert all(n.shape == (6,) or n.ndim == 0 for n in second.nodes)
+    np.testing.assert_allclose(fr.jit(fn)(m).get(), fn(m), rtol=1e-12)
 
 
 def test_concatenate_pieces_store_into_regions():
