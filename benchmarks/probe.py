@@ -1378,7 +1378,7 @@ def probe_rowsched() -> None:
 
     rng = np.random.default_rng(0)
     dev, stream = driver.current_device(), streams.get_current_stream()
-    saved = schedule.ROW_CACHE_REGISTERS, schedule.REDUCE_BLOCK
+    saved = schedule.ROW_CACHE_REGISTERS, schedule.ROW_BLOCK
     for wl in ("layernorm", "softmax"):
         host = workloads.inputs(wl, N, rng)
         ins = [fr.asarray(a) for a in host]
@@ -1386,7 +1386,7 @@ def probe_rowsched() -> None:
         runs = {}
         for regs in (32, 16, 8):
             for block in (128, 256, 512):
-                schedule.ROW_CACHE_REGISTERS, schedule.REDUCE_BLOCK = regs, block
+                schedule.ROW_CACHE_REGISTERS, schedule.ROW_BLOCK = regs, block
                 try:
                     res = workloads.WORKLOADS[wl](fr, *ins)
                     binding = launch.binding_for(kernel_of(res._node))
@@ -1394,7 +1394,7 @@ def probe_rowsched() -> None:
                     fr.cuda.wait_for_compiles()
                     (out,) = _outputs(binding, dev, stream)
                 finally:
-                    schedule.ROW_CACHE_REGISTERS, schedule.REDUCE_BLOCK = saved
+                    schedule.ROW_CACHE_REGISTERS, schedule.ROW_BLOCK = saved
                 err = float(np.abs(out - want).max())
                 st = binding.last_state
                 label = f"{wl} cache {regs} regs, block {block}: {st.dims[:6]} err {err:.1e}"
@@ -1892,9 +1892,10 @@ def probe_sumsqsplit() -> None:
 
 def probe_splitgeom() -> None:
     """sumsq's split reduction with 1, 2 and 4 (generated) vector loads in flight per thread,
-    with the fence before the completion counter in the writing threads only, without the
-    split's end (timing only), and with blocks of 256 threads (twice the splits), next to row
-    sums over 1024-long rows (what ran as fast as torch.compile on an H200 in probe sumsqsplit)
+    with the fence before the completion counter in every thread (before G32: only the writers),
+    without the split's end (timing only), with blocks of 256 threads (twice the splits) and with
+    1 and 4 blocks per multiprocessor, next to row sums over 1024-long rows, the row sums summed
+    by a second kernel (what ran as fast as torch.compile on an H200 in probe sumsqsplit)
     and torch.compile, timed as the suite times, shuffled (NOTES.md G31)."""
     from fuseray import schedule
 
@@ -1915,30 +1916,36 @@ def probe_splitgeom() -> None:
 
         return edit
 
-    fence = ("        fr_ws0[(long long)blockIdx.y * R + r] = fr_acc0;\n      }\n"
-             "      __threadfence();\n")
+    fence = ("        fr_ws0[(long long)blockIdx.y * R + r] = fr_acc0;\n"
+             "        __threadfence();\n      }\n")
 
-    def writers_fence(src):  # only the threads that wrote a partial fence before the counter
+    def every_fence(src):  # every thread fences before the counter (as before G32)
         assert fence in src
         return src.replace(fence, "        fr_ws0[(long long)blockIdx.y * R + r] = fr_acc0;\n"
-                           "        __threadfence();\n      }\n")
+                           "      }\n      __threadfence();\n")
 
     def no_end(src):  # timing only: no partials, fence, counter or final combine
         assert "    if (gridDim.y > 1) {" in src
         return src.replace("    if (gridDim.y > 1) {", "    if (gridDim.y > 1) { continue;")
 
     runs = sumsq_variants(x, want, {"generated": None, "1 load": unroll(1),
-                                    "2 loads": unroll(2), "writers fence": writers_fence,
+                                    "2 loads": unroll(2), "every thread fences": every_fence,
                                     "no split end (timing only)": no_end})
-    saved = schedule.REDUCE_MAX_THREADS
-    try:
-        schedule.REDUCE_MAX_THREADS = 256
-        x2 = fr.asarray(host)  # a new leaf: a kernel planned with the smaller blocks
-        more = sumsq_variants(x2, want, {"blocks of 256": None})
-    finally:
-        schedule.REDUCE_MAX_THREADS = saved
-    runs.update(more)
+    for name, value in (("REDUCE_MAX_THREADS", 256), ("SPLIT_BLOCKS_PER_SM", 1),
+                        ("SPLIT_BLOCKS_PER_SM", 4)):
+        saved = getattr(schedule, name)
+        try:
+            setattr(schedule, name, value)
+            x2 = fr.asarray(host)  # a new leaf: a kernel planned with the changed constant
+            runs.update(sumsq_variants(x2, want, {f"{name} {value}": None}))
+        finally:
+            setattr(schedule, name, saved)
     add_row_sums(runs, x, want)
+    two = fr.jit(lambda v: (v * v).sum(axis=1).sum())  # row sums, then their sum
+    m = x.reshape(ROWS, COLS)
+    got = float(two(m).get())
+    print(f"   sumsq two levels: rel err {abs(got - want) / want:.1e}", flush=True)
+    runs["sumsq two levels (row sums, then their sum)"] = (lambda: two(m), fr.synchronize)
     add_peer(runs, "torch.compile", "sumsq", [host])
     interleaved(runs, 4 * N, rounds=9, shuffle=True, batch=None)
 
