@@ -432,11 +432,27 @@ def test_reductions_on_views_and_nan_rules():
     check(np.argmin(x.T, axis=0), fr.argmin(fx.T, axis=0))
     check(np.argmax(x), fr.argmax(fx))
     check(x.sum(axis=0), fx.sum(axis=0), atol=1e-5)  # 64 normal terms: cancellation
+    check(np.abs(x).max(axis=1).min(), fr.abs(fx).max(axis=1).min())  # a reduction of one
     ties = np.array([[1, 3, 3, 2], [5, 5, 1, 5]], dtype=np.int32)
     check(ties.argmax(axis=1), fr.asarray(ties).argmax(axis=1))
     check(ties.argmin(axis=0), fr.asarray(ties).argmin(axis=0))
     y = x.reshape(-1)[::-1].copy()
     check(y.argmax(), fr.asarray(y).argmax())
+
+
+def test_reads_that_do_not_move_along_the_reduced_axes():
+    """A weight broadcast over the reduced axes is loaded once per row (layout class "0")."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((300, 70)).astype(np.float32)
+    v = rng.standard_normal(70).astype(np.float32)
+    fx, fv = fr.asarray(x), fr.asarray(v)
+    check((x * v).sum(axis=0), (fx * fv).sum(axis=0), atol=1e-4)
+    check((x * x[:, :1]).max(axis=1), (fx * fx[:, :1]).max(axis=1))
+    col = x.T.reshape(-1)[:300].reshape(300, 1)  # through a reshape NumPy would copy
+    check((x - col).min(axis=1), (fx - fx.T.reshape(-1)[:300].reshape(300, 1)).min(axis=1))
+    e = np.exp(x * v - (x * v).max(axis=0))  # a row kernel over axis 0
+    check(e / e.sum(axis=0), fr.exp(fx * fv - (fx * fv).max(axis=0)) /
+          fr.exp(fx * fv - (fx * fv).max(axis=0)).sum(axis=0), atol=1e-6)
 
 
 def test_empty_reductions():

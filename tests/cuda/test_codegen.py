@@ -447,6 +447,9 @@ def test_views_of_every_class_compile():
         x[1:] * 2,  # offset only: contiguous but (maybe) misaligned
         x.T.reshape(-1) + 1,  # a reshape NumPy would copy: a stack of two views
         (x.T.reshape(4, 12) * 2).sum(axis=1),  # the stack inside a reduction
+        (x * v).sum(axis=0),  # a read that does not move along the reduced axis
+        (x * x[:, :1]).sum(axis=1),  # the same, inner
+        (x * x.T.reshape(-1)[:6].reshape(6, 1)).max(axis=1),  # the same, through a stack
         fr.concatenate([x, x * 2, x.T.reshape(6, 8)], axis=0),
         fr.concatenate([x, x[:, ::-1]], axis=1),
         fr.stack([v, v * 2, v + 1]),
@@ -484,6 +487,9 @@ def test_layout_classes():
     assert bcast.cls == ("x", "l", "1") and bcast.ints == (0,)
     strided = split_layout((View((6, 8), (16, 2), 0),), (1,))
     assert strided.cls == ("x", "l", "l") and strided.ints == (16, 2)
+    # a weight broadcast over the reduced axis is read once per row, outside the loop
+    weight = split_layout((View((6, 8), (0, 1), 0),), (0,))
+    assert weight.cls == ("x", "1", "0") and weight.ints == ()
 
 
 def test_masked_views_are_strided_with_bounds():
