@@ -1718,31 +1718,60 @@ def probe_ncu() -> None:
     driver.check(driver.cu.cuProfilerStop(), "cuProfilerStop")
 
 
-def sumsq_variants(x, want: float, variants: dict) -> dict:
-    """Runs (label -> (call, sync)) of sumsq's generated kernel on ``x`` with its source edited
-    by each of ``variants`` (label -> edit, None: as generated), each with a launch state of its
-    own, checked against ``want`` (printed)."""
+def kernel_variants(label: str, result, want: np.ndarray, variants: dict) -> dict:
+    """Runs (label -> (call, sync)) of lazy ``result``'s single generated kernel with its source
+    edited by each of ``variants`` (name -> edit, None: as generated), each with a launch state
+    of its own, checked against float64 ``want`` (the largest relative error printed)."""
     dev, stream = driver.current_device(), streams.get_current_stream()
     runs = {}
-    binding, _ = bound((x * x).sum()._node)
-    for label, edit in variants.items():
+    binding, _ = bound(result._node)
+    values = [b.value for b in binding.bases]
+    scale = max(float(np.abs(want).max()), 1e-30)
+    for name, edit in variants.items():
         relaunch(binding)
         binding.run({}, dev, stream)
         if edit is not None:
             swap_source(binding, edit, ("-fmad=false",))
         env: dict = {}
         binding.run(env, dev, stream)
-        got = float(launch_to_numpy(env[binding.outputs[0][0]]))
+        got = launch_to_numpy(env[binding.outputs[0][0]]).astype(np.float64)
         st, key = binding.last_state, binding.last_key
-        print(f"   sumsq {label}: grid {st.launch.grid}, rel err {abs(got - want) / want:.1e}",
-              flush=True)
+        err = float(np.abs(got - want).max()) / scale
+        print(f"   {label} {name}: grid {st.launch.grid}, rel err {err:.1e}", flush=True)
 
         def run(st=st, key=key):
             binding.last_key, binding.last_state = key, st
-            binding.launch([x._node.value], [], [None], dev, stream)
+            binding.launch(values, [], [None], dev, stream)
 
-        runs[f"sumsq {label}"] = (run, fr.synchronize)
+        runs[f"{label} {name}"] = (run, fr.synchronize)
     return runs
+
+
+def sumsq_variants(x, want: float, variants: dict) -> dict:
+    """``kernel_variants`` of sumsq on ``x``."""
+    return kernel_variants("sumsq", (x * x).sum(), np.float64(want), variants)
+
+
+def probe_colsumload() -> None:
+    """colsum's weight, broadcast over the reduced axis, loaded once per row (layout class "0",
+    as generated) against a load per element at a run-time stride of 0 (as before), next to
+    torch.compile, timed as the suite times, shuffled."""
+    import workloads
+
+    host = workloads.inputs("colsum", N, np.random.default_rng(4))
+    m, g = (fr.asarray(a) for a in host)
+    want = (host[0].astype(np.float64) * host[1]).sum(axis=0)
+    hoisted = "a1_p[a1_r]"
+
+    def per_element(src):  # the weight's address moves with j by a stride the compiler can't see
+        assert hoisted in src
+        return src.replace(hoisted, "a1_p[a1_r + j * (fr_idx)(L < 0)]")
+
+    runs = kernel_variants("colsum", (m * g).sum(axis=0), want,
+                           {"generated (weight once per row)": None,
+                            "weight loaded per element": per_element})
+    add_peer(runs, "torch.compile", "colsum", host)
+    interleaved(runs, 4 * N, rounds=9, shuffle=True, batch=None)
 
 
 def add_row_sums(runs: dict, x, want: float) -> None:
@@ -1950,7 +1979,8 @@ def probe_splitgeom() -> None:
     interleaved(runs, 4 * N, rounds=9, shuffle=True, batch=None)
 
 
-SECTIONS = {"splitgeom": probe_splitgeom, "sumsqsplit": probe_sumsqsplit,
+SECTIONS = {"colsumload": probe_colsumload, "splitgeom": probe_splitgeom,
+            "sumsqsplit": probe_sumsqsplit,
             "callsite": probe_callsite, "sumsqhints": probe_sumsqhints, "ncu": probe_ncu,
             "hostparts": probe_hostparts,
             "splitcount": probe_splitcount,
