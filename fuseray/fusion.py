@@ -195,6 +195,10 @@ class Planner:
         """
         if self.group_of.get(base) is not g or self.owner.get(base, g) is not g:
             return None
+        if not self._row_level(g, base):
+            # a full-level value of g (``abs(x.sum())`` where the space is 0-d, or any value of
+            # the space's shape when the reduced extent is 1) re-addressed: only memory has it
+            return None
         _, chain = movement_chain(head)
         views = fold(View.contiguous(base.shape), chain)
         if len(views) != 1:

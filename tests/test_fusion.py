@@ -183,6 +183,21 @@ def test_reduction_of_reduction_is_two_kernels(fn):
     np.testing.assert_allclose(fr.jit(fn)(m).get(), fn(m), rtol=1e-12)
 
 
+@pytest.mark.parametrize("shape,fn", [
+    ((), lambda x: (abs(x), x.sum(), abs(x.sum()).reshape(-1))),
+    ((), lambda x: (x.min(), np.minimum(x.min(), x)[None])),
+    ((1, 5), lambda x: (abs(x), abs(x.sum(axis=0, keepdims=True)).reshape(-1))),
+    ((1,), lambda x: (x * 2, np.remainder(x.max(axis=0, keepdims=True), x)[::-1])),
+])
+def test_values_of_the_space_re_addressed_after_a_reduction_are_stored(shape, fn):
+    """Where the reduced extent is 1, a value computed from a reduction has the space's shape
+    (full level) and one value per row at once; re-addressed by a view it is read from memory,
+    as the CUDA generator needs (compile-all generates these plans)."""
+    x = np.random.default_rng(9).uniform(1, 3, shape)
+    for want, got in zip(fn(x), fr.compute(*fn(fr.asarray(x)))):
+        np.testing.assert_allclose(got.get(), want, rtol=1e-12)
+
+
 def test_concatenate_pieces_store_into_regions():
     a = np.arange(6.0).reshape(2, 3)
     plan = plan_of(lambda a: fr.concatenate([a * 2, fr.exp(a)], axis=0), a)
