@@ -71,6 +71,9 @@ def test_reductions_without_identity():
 def test_negative_integer_power_constant_is_refused_at_the_call():
     with pytest.raises(ValueError, match="Integers to negative integer powers"):
         fr.arange(3) ** -2
+    # an exponent that does not fit an unsigned base is refused as NumPy does, before that
+    with pytest.raises(OverflowError, match="Python integer -1 out of bounds for uint8"):
+        fr.asarray(np.arange(3, dtype=np.uint8)) ** -1
 
 
 def test_negative_integer_power_data_is_refused_at_compute():

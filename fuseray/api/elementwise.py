@@ -129,7 +129,7 @@ def apply(name: str, *args, arg=None) -> ndarray:
         loop = dtypes.resolve_ufunc(row.ufunc, tuple(_kind(o) for o in operands))
         ins, out = loop[:-1], loop[-1]
         if name == "power" and dtypes.is_integer(ins[1]):
-            _check_integer_power(operands[1])
+            _check_integer_power(operands[1], ins[1])
     elif rule is Dtype.SPECIAL:
         kind = _kind(operands[0])
         out = np.dtype(np.float32) if kind == np.float32 else np.dtype(np.float64)
@@ -154,8 +154,10 @@ def _weak_value(o):
     return kind(0) if isinstance(kind, type) else kind
 
 
-def _check_integer_power(exponent) -> None:
+def _check_integer_power(exponent, dtype: np.dtype) -> None:
     value = exponent.value if isinstance(exponent, Scalar) else None
+    if isinstance(value, int):  # NumPy refuses an out-of-range Python int first (u8 ** -1)
+        dtypes.check_weak_int(value, dtype)
     if value is None and isinstance(exponent, Node) and exponent.op == "const":
         value = exponent.arg[0]
     if value is not None and value < 0:
