@@ -94,6 +94,18 @@ def test_mean_of_ints_and_halves(xp):
     return a.mean(), a.mean(axis=1), h.mean(), h.std(), a.mean(dtype=np.float32)
 
 
+@pytest.mark.parametrize("axis,ddof", [(None, 0), (1, 1), (0, 0), ((0, 1), 2)])
+def test_half_var_and_std_round_each_step_as_numpy(axis, ddof):
+    """numpy.var does not widen float16 (mean does): its mean, deviations, squares and sums are
+    each rounded to float16; the interpreter's results equal NumPy's bit for bit."""
+    x = (np.random.default_rng(2).uniform(-3, 3, (37, 28)) * 40).astype(np.float16)
+    for name in ("var", "std"):
+        want = getattr(np, name)(x, axis=axis, ddof=ddof)
+        got = getattr(fr, name)(fr.asarray(x), axis=axis, ddof=ddof).get()
+        assert got.dtype == np.float16
+        np.testing.assert_array_equal(got, want)
+
+
 @numpy_vs_fuseray()
 def test_ufunc_reduce_and_array_function(xp):
     a = lift(xp, np.arange(1.0, 13.0).reshape(3, 4))

@@ -156,11 +156,28 @@ def mean(a, axis=None, dtype=None, keepdims=False):
 def _variance(a, axis, dtype, ddof, keepdims) -> tuple[Node, np.dtype]:
     node = as_node(a)
     axes = normalize_axes(axis, node.ndim)
+    if dtype is None and node.dtype == np.float16:
+        return _half_variance(node, axes, int(ddof), keepdims), node.dtype
     acc, out = _float_dtypes(node, dtype)
     x = cast(node, acc)
     centred = apply("subtract", x, _mean(x, axes, True, acc))
     squares = apply("multiply", centred, centred)
     return _mean(squares._node, axes, keepdims, acc, ddof=int(ddof)), out
+
+
+def _half_variance(node: Node, axes, ddof: int, keepdims) -> Node:
+    """NumPy's float16 variance, step by step: unlike ``mean``, ``numpy.var`` does not widen
+    float16, so its mean, deviations, squares and their sum are each rounded to float16 (sums
+    accumulate in float32 first), and each division by a count is a float64 one."""
+    count = int(np.prod([node.shape[i] for i in axes], dtype=np.int64))
+
+    def per_count(total: Node, n: int) -> Node:
+        return cast(apply("divide", cast(total, np.dtype(np.float64)), float(n))._node, node.dtype)
+
+    mean = per_count(_reduce("sum", node, axes, True), count)
+    centred = apply("subtract", node, mean)
+    squares = apply("multiply", centred, centred)._node
+    return per_count(_reduce("sum", squares, axes, keepdims), builtins.max(count - ddof, 0))
 
 
 @_with_out("add")
