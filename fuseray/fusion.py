@@ -274,6 +274,11 @@ class Planner:
             if self.try_join(g, r.src[0], c, "full"):
                 break
         else:
+            # a new kernel computes none of what it reads: store that first, so that this
+            # kernel comes after its producers (a value a kernel stores after it would have to
+            # be recomputed here, which a view of it, x[::2], cannot be)
+            for base, _ in c.reads:
+                self.materialise(base, self.read_reason(base))
             g = self.new_group(space, axes)
         self.settle_reads(g, c)
         g.reductions.append(r)

@@ -198,6 +198,24 @@ def test_values_of_the_space_re_addressed_after_a_reduction_are_stored(shape, fn
         np.testing.assert_allclose(got.get(), want, rtol=1e-12)
 
 
+@pytest.mark.parametrize("view", [lambda y: y[::2], lambda y: y[::-1][:3]])
+def test_a_new_reduction_kernel_comes_after_what_it_reads(view):
+    """A reduction over a view of a value computed from another reduction: the value is stored
+    by a kernel planned before the reduction's own (a kernel planned after it could only be
+    recomputed there, which a view of it cannot be)."""
+    x = np.random.default_rng(10).uniform(1, 2, 6)
+
+    def fn(x):
+        y = x + x[::2].sum()
+        return view(y).sum()
+
+    *first, last = plan_of(fn, x).kernels
+    y = [n for n in last.nodes if n.op == "add"]
+    assert y and all(n in last.inputs for n in y)  # read from memory, not recomputed
+    assert any(s.value in y for k in first for s in k.stores)
+    np.testing.assert_allclose(fr.jit(fn)(x).get(), fn(x), rtol=1e-12)
+
+
 def test_concatenate_pieces_store_into_regions():
     a = np.arange(6.0).reshape(2, 3)
     plan = plan_of(lambda a: fr.concatenate([a * 2, fr.exp(a)], axis=0), a)
