@@ -241,6 +241,13 @@ class Planner:
         return ("a reduction result (or a value computed from one) read in a layout that is not"
                 " a broadcast over its own rows")
 
+    def store_reads(self, c: Cone) -> None:
+        """Materialise every non-leaf base of ``c`` before the kernel that reads them is formed,
+        so that it comes after their producers: a value stored by a kernel formed later would
+        have to be recomputed in the reader, which a view of it (``y[::2]``) cannot be."""
+        for base, _ in c.reads:
+            self.materialise(base, self.read_reason(base))
+
     def settle_reads(self, g: Group, c: Cone, reason: str | None = None) -> None:
         """Materialise every non-leaf base of ``c`` that ``g`` does not compute itself."""
         for base, _ in c.reads:
@@ -274,11 +281,7 @@ class Planner:
             if self.try_join(g, r.src[0], c, "full"):
                 break
         else:
-            # a new kernel computes none of what it reads: store that first, so that this
-            # kernel comes after its producers (a value a kernel stores after it would have to
-            # be recomputed here, which a view of it, x[::2], cannot be)
-            for base, _ in c.reads:
-                self.materialise(base, self.read_reason(base))
+            self.store_reads(c)  # a new kernel computes none of what it reads
             g = self.new_group(space, axes)
         self.settle_reads(g, c)
         g.reductions.append(r)
@@ -289,9 +292,7 @@ class Planner:
         c = cone(e, self.materialised)
         g = self.group_of.get(e)
         if g is None:
-            # what e reads from memory is stored first, so e's kernel comes after its producers
-            for base, _ in c.reads:
-                self.materialise(base, self.read_reason(base))
+            self.store_reads(c)
             # a group before the last producer e reads cannot take e (try_join refuses it), and
             # looking further back than ANCHOR_WINDOW groups only costs time (quadratic in long
             # traces) for fusion a long trace does not need

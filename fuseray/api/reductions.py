@@ -9,6 +9,7 @@ variance is two fused reductions over the same rows, not a new op.
 from __future__ import annotations
 
 import builtins
+import math
 import operator
 
 import numpy as np
@@ -169,7 +170,7 @@ def _half_variance(node: Node, axes, ddof: int, keepdims) -> Node:
     """NumPy's float16 variance, step by step: unlike ``mean``, ``numpy.var`` does not widen
     float16, so its mean, deviations, squares and their sum are each rounded to float16 (sums
     accumulate in float32 first), and each division by a count is a float64 one."""
-    count = int(np.prod([node.shape[i] for i in axes], dtype=np.int64))
+    count = math.prod(node.shape[i] for i in axes)
 
     def per_count(total: Node, n: int) -> Node:
         return cast(apply("divide", cast(total, np.dtype(np.float64)), float(n))._node, node.dtype)

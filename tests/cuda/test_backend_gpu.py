@@ -441,7 +441,7 @@ def test_reductions_on_views_and_nan_rules():
 
 
 def test_reads_that_do_not_move_along_the_reduced_axes():
-    """A weight broadcast over the reduced axes is loaded once per row (layout class "0")."""
+    """Reads broadcast over the reduced axes (a stride of 0 along them): a weight, a column."""
     rng = np.random.default_rng(8)
     x = rng.standard_normal((300, 70)).astype(np.float32)
     v = rng.standard_normal(70).astype(np.float32)
