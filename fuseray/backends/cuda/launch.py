@@ -143,6 +143,12 @@ class _State:
                      launch.shared)
 
 
+def state_key(device_id: int, strides: list) -> tuple:
+    """What selects a binding's prepared state: the device, the fast-math flag and each input's
+    strides (the kernel's layouts and launch follow from them)."""
+    return (device_id, config.fast_math, *strides)
+
+
 class Binding:
     """A kernel's structure plus the states of the calls seen so far."""
 
@@ -175,7 +181,7 @@ class Binding:
         self.states: dict[tuple, _State] = {}
         # [device id, fast math, strides of each input], as launch builds it: a state holds its
         # compiled program, so fr.config.fast_math switched between calls selects another state
-        self.last_key: list | None = None
+        self.last_key: tuple | None = None
         self.last_state: _State | None = None
 
     def run(self, env: dict, device_id: int, stream) -> None:
@@ -204,8 +210,7 @@ class Binding:
         allocated here."""
         # One pass over the inputs checks their device, orders them on the stream, and reads
         # their pointers and the strides that select the prepared state.
-        args = []
-        key = [device_id, config.fast_math]
+        args, strides = [], []
         for v in values:
             memory = v.memory
             if memory.device_id != device_id:
@@ -216,11 +221,12 @@ class Binding:
             if memory.stream is not stream:  # use_on's own first test, without the call
                 v.use_on(stream)
             args.append(v.ptr)
-            key.append(v.strides)
+            strides.append(v.strides)
+        key = state_key(device_id, strides)
         if key == self.last_key:
             st = self.last_state
         else:
-            st = self._state(tuple(key), values, device_id)
+            st = self._state(key, values, device_id)
         for i, shift in st.shifts:
             args[i] += shift
         for k, (target, region, dtype, strides, nbytes) in enumerate(self.outputs):
@@ -253,15 +259,15 @@ class Binding:
         del workspace  # its stream-ordered free follows the kernel on the same stream
 
     def _state(self, key: tuple, values: list[DeviceArray], device_id: int) -> _State:
-        """The prepared state for ``key`` (device id, fast math, each input's strides), made on
-        first use; it becomes the one the next call compares against first."""
+        """The prepared state for ``key`` (``state_key``), made on first use; it becomes the
+        one the next call compares against first."""
         st = self.states.get(key)
         if st is None:
             st = self._prepare(values, device_id)
             if len(self.states) > 64:
                 self.states.clear()
             self.states[key] = st
-        self.last_key, self.last_state = list(key), st
+        self.last_key, self.last_state = key, st
         return st
 
     def _prepare(self, values: list[DeviceArray], device_id: int) -> _State:
@@ -446,7 +452,7 @@ def direct(plan: Plan, roots: list, placeholders: list):
                 return None
             inputs.append(v if i is None else i)
             strides.append(v.strides)
-        st = b.states.get((0, config.fast_math, *strides))
+        st = b.states.get(state_key(0, strides))
         if st is None or st.skip or (st.split and st.splits > 1):
             return None
         function = st.program.function
