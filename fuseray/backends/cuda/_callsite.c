@@ -178,6 +178,19 @@ get(PyObject *o, PyObject *name)
     return PyObject_GetAttr(o, name);
 }
 
+/* ``o.ptr`` (a device address, a stream or function handle) into ``*address``; -1 with an
+   exception set where it has none or it is not an unsigned integer. */
+static int
+read_ptr(PyObject *o, uint64_t *address)
+{
+    PyObject *p = get(o, s_ptr);
+    if (p == NULL)
+        return -1;
+    *address = PyLong_AsUnsignedLongLong(p);
+    Py_DECREF(p);
+    return *address == (uint64_t)-1 && PyErr_Occurred() ? -1 : 0;
+}
+
 /* 1 when ``a`` equals ``b`` (identity first, as ``==`` on tuples and dtypes), 0 when not,
    -1 on error. */
 static inline int
@@ -312,13 +325,10 @@ site_call(Site *self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
     stream = PyObject_Vectorcall(self->env[ENV_GET_STREAM], &self->env[ENV_DEVICE_ID], 1, NULL);
     if (stream == NULL)
         goto fail;
-    PyObject *ptr = get(stream, s_ptr);
-    if (ptr == NULL)
+    uint64_t stream_address;
+    if (read_ptr(stream, &stream_address) < 0)
         goto fail;
-    void *stream_handle = PyLong_AsVoidPtr(ptr);
-    Py_DECREF(ptr);
-    if (stream_handle == NULL && PyErr_Occurred())
-        goto fail;
+    void *stream_handle = (void *)(uintptr_t)stream_address;
 
     for (Py_ssize_t k = 0; k < self->ninputs; k++, s++) {
         InputSpec *in = &self->inputs[k];
@@ -346,15 +356,9 @@ site_call(Site *self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
             Py_DECREF(r);
         }
         Py_DECREF(last);
-        PyObject *p = get(v, s_ptr);
-        if (p == NULL)
+        if (read_ptr(v, &slots[s]) < 0)
             goto fail;
-        unsigned long long address = PyLong_AsUnsignedLongLong(p);
-        Py_DECREF(p);
-        if (address == (unsigned long long)-1 && PyErr_Occurred())
-            goto fail;
-        address += in->shift;
-        slots[s] = address;
+        slots[s] += in->shift;
     }
     for (Py_ssize_t k = 0; k < self->noutputs; k++, s++) {
         OutputSpec *o = &self->outputs[k];
@@ -363,12 +367,7 @@ site_call(Site *self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
         if (out == NULL)
             goto fail;
         held[nheld++] = out;
-        PyObject *p = get(out, s_ptr);
-        if (p == NULL)
-            goto fail;
-        slots[s] = PyLong_AsUnsignedLongLong(p);
-        Py_DECREF(p);
-        if (slots[s] == (unsigned long long)-1 && PyErr_Occurred())
+        if (read_ptr(out, &slots[s]) < 0)
             goto fail;
         if (k == self->pick)
             picked = out;
@@ -395,15 +394,14 @@ site_call(Site *self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
     PyObject *function = get(self->program, s_function); /* a tier upgrade may replace it */
     if (function == NULL)
         goto fail;
-    PyObject *fptr = get(function, s_ptr);
-    void *handle = fptr == NULL ? NULL : PyLong_AsVoidPtr(fptr);
-    Py_XDECREF(fptr);
-    if (handle == NULL) {
+    uint64_t function_address = 0;
+    if (read_ptr(function, &function_address) < 0 || function_address == 0) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_RuntimeError, "a kernel without a function handle");
         Py_DECREF(function);
         goto fail;
     }
+    void *handle = (void *)(uintptr_t)function_address;
     unsigned *d = self->dims;
     int status;
     /* without the GIL, as cuda.bindings calls it: a launch may wait for room in the queue,
