@@ -75,6 +75,22 @@ def make_leaf(shape, dtype, seed):
     return np.asarray(rng.uniform(-3, 3, size=shape)).astype(dtype)
 
 
+def reads_nan_sign(step, values) -> bool:
+    """Whether ``step`` shows the sign bit of a NaN (``signbit``, ``copysign``'s second
+    operand). IEEE 754 leaves that sign unspecified, and NumPy's own loops differ: its scalar
+    float16 ``arccos(5)`` is +nan, its SIMD array loop -nan."""
+    kind, name = step[0], step[1]
+    if name == "signbit" and kind == "unary":
+        source = values[step[2] % len(values)]
+    elif name == "copysign" and kind == "binary":
+        source = values[step[3] % len(values)]
+    elif name == "copysign" and kind == "scalar" and not step[4]:
+        source = values[step[2] % len(values)]
+    else:
+        return False
+    return bool(np.isnan(source).any()) if source.dtype.kind in "fc" else False
+
+
 def apply_step(xp, step, values):
     kind, name = step[0], step[1]
     x = values[step[2] % len(values)]
@@ -109,6 +125,10 @@ def apply_step(xp, step, values):
 # a reduction read directly by another ((x * x).sum(axis=1).max()): once a CodegenError
 @example(([((4, 5), "float32", 1)], [("binary", "multiply", 0, 0), ("reduce", "sum", 1, 1, False),
                                       ("reduce", "max", 2, -1, False)]))
+# copysign reading the sign of a NaN: NumPy's 0-d float16 arccos(5) is +nan, fuseray's (NumPy's
+# array loop) -nan, and only the sign is left of it
+@example(([((), "int8", 0), ((1, 1), "float64", 0)],
+          [("unary", "arccos", 0), ("scalar", "copysign", 2, 2, False), ("binary", "add", 1, 3)]))
 def test_random_graphs_match_numpy(program):
     leaves, steps = program
     np_values = [make_leaf(*leaf) for leaf in leaves]
@@ -130,6 +150,8 @@ def test_random_graphs_match_numpy(program):
         if isinstance(expected, Exception):
             continue
         assert not isinstance(got, Exception), f"fuseray raised {got!r} at {step}"
+        if reads_nan_sign(step, np_values):
+            continue
         if np.asarray(expected).size > 10_000:
             continue
         np_values.append(np.asarray(expected))
