@@ -35,7 +35,7 @@ def fn(xp, name):
 
 
 @st.composite
-def programs(draw):
+def programs(draw, max_steps: int = 8):
     rank = draw(st.integers(0, 3))
     shape = tuple(draw(st.lists(st.integers(1, 5), min_size=rank, max_size=rank)))
     n_leaves = draw(st.integers(1, 3))
@@ -47,7 +47,7 @@ def programs(draw):
         seed = draw(st.integers(0, 2**32 - 1))
         leaves.append((tuple(sub), dtype, seed))
     steps = []
-    for _ in range(draw(st.integers(1, 8))):
+    for _ in range(draw(st.integers(1, max_steps))):
         kind = draw(st.sampled_from(["unary", "binary", "binary", "scalar", "reduce", "view"]))
         a = draw(st.integers(0, 99))
         if kind == "unary":
@@ -163,6 +163,19 @@ def apply_step(xp, step, values):
 @example(([((1,), "float64", 0)],
           [("unary", "expm1", 0), ("view", "reverse", 1), ("binary", "fmod", 1, 2)]))
 def test_random_graphs_match_numpy(program):
+    check_program(program)
+
+
+@given(programs(max_steps=32))
+def test_long_random_graphs_match_numpy(program):
+    """Deeper graphs: more kernels, reductions of reductions, views of values that a later
+    kernel stores (the planner bugs the short programs took thousands of examples to reach)."""
+    check_program(program)
+
+
+def check_program(program) -> None:
+    """Every step of ``program`` under NumPy and fuseray: the same errors, then the same values
+    (where two runs must agree: ``comparable``), all computed together at the end."""
     leaves, steps = program
     np_values = [make_leaf(*leaf) for leaf in leaves]
     fr_values = [fr.asarray(v) for v in np_values]
