@@ -434,7 +434,7 @@ class Planner:
                 if v not in inputs:
                     inputs.append(v)
                 continue
-            c = cone(v, _StoredElsewhere(self, g, v) if v.kind is Kind.ELEMENTWISE else elsewhere)
+            c = cone(v, _StoredElsewhere(self, g, v) if v.kind in INLINED else elsewhere)
             inside.update(c.nodes)
             for head in c.accesses:
                 base, chain = movement_chain(head)
@@ -481,7 +481,7 @@ class _StoredElsewhere:
         if n is self.skip or n not in self.planner.materialised:
             return False
         owner = self.planner.owner.get(n)
-        if n.kind is not Kind.ELEMENTWISE and owner is not self.g:
+        if n.kind not in INLINED and owner is not self.g:
             return True
         return owner is not None and owner.index < self.g.index
 

@@ -216,6 +216,30 @@ def test_a_new_reduction_kernel_comes_after_what_it_reads(view):
     np.testing.assert_allclose(fr.jit(fn)(x).get(), fn(x), rtol=1e-12)
 
 
+@pytest.mark.parametrize("x,indices,axis", [
+    (np.array(0.8), [0], None),  # a 0-d source: the take is a reshape's
+    (np.arange(12.0).reshape(3, 4), [2, 0], 0),
+])
+def test_a_take_returned_and_reduced_is_read_in_kernel_order(x, indices, axis):
+    """A take is an output and a reduction's operand: the reduction's kernel computes it
+    or reads it from an earlier kernel, never from one planned after it (the planner took a
+    stored take for a value stored elsewhere whatever the kernel order, and every backend
+    then looked for it before it existed)."""
+    indices = np.array(indices, dtype=np.intp)
+
+    def fn(x):
+        xp = fr if isinstance(x, fr.ndarray) else np
+        t = xp.take(x, indices, axis=axis)
+        return t, (t * 2).sum(axis=0 if t.ndim == 1 else 1)
+
+    kernels = plan_of(fn, x).kernels
+    for i, k in enumerate(kernels):
+        stored_before = {s.target for earlier in kernels[:i] for s in earlier.stores}
+        assert all(n.op == "buffer" or n in stored_before for n in k.inputs), k
+    for got, want in zip(fr.jit(fn)(x), fn(x), strict=True):
+        np.testing.assert_allclose(got.get(), want, rtol=1e-12)
+
+
 def test_concatenate_pieces_store_into_regions():
     a = np.arange(6.0).reshape(2, 3)
     plan = plan_of(lambda a: fr.concatenate([a * 2, fr.exp(a)], axis=0), a)
