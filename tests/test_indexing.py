@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -81,6 +83,24 @@ def test_advanced_writes(i):
         return a, v
 
     check(body)
+
+
+@pytest.mark.parametrize("shape,indices,axis", [
+    ((0, 1, 1), [1], 1),  # no row is copied: NumPy checks no index
+    ((0, 3), [5], 1),
+    ((0, 0), [0], 1),
+    ((2, 1, 0), [1], 1),  # rows of nothing: still checked
+    ((2, 0, 0), [0], 1),
+    ((2, 0), [0], 1),  # "cannot do a non-empty take from an empty axes."
+    ((0,), [0], None),
+    ((0, 1, 1), [1], 0),
+    ((2, 1), [], 1),
+    ((3,), [True, False], None),  # booleans are indices 1 and 0 here, not a mask
+])
+def test_take_checks_indices_as_numpy_does(shape, indices, axis):
+    x = np.arange(math.prod(shape), dtype=np.float64).reshape(shape)
+    i = np.array(indices, dtype=None if indices else np.intp)
+    check(lambda xp: xp.take(fresh(xp, x), i, axis=axis))
 
 
 def test_take_nonzero_where_put_place_putmask_copyto():

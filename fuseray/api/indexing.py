@@ -250,7 +250,15 @@ def take(a, indices, axis=None) -> ndarray:
     from .reductions import normalize_axes
 
     axis = normalize_axes(axis, x.ndim)[0]
-    key = (slice(None),) * axis + (indices,)
+    idx = _index_node(indices)  # booleans are 0 and 1 here, not a mask
+    out_shape = x.shape[:axis] + idx.shape + x.shape[axis + 1:]
+    if x.shape[axis] == 0 and math.prod(out_shape):
+        raise IndexError("cannot do a non-empty take from an empty axes.")
+    if not math.prod(x.shape[:axis]):  # NumPy checks no index where it copies no row
+        from .creation import empty
+
+        return empty(out_shape, x.dtype)
+    key = (slice(None),) * axis + (wrap(idx),)
     return getitem(wrap(x), key)
 
 
