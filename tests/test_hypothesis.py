@@ -26,6 +26,10 @@ UNARY = sorted(n for n in UFUNCS | SPECIAL if OPS[n].arity == 1)
 BINARY = sorted(n for n in UFUNCS if OPS[n].arity == 2)
 REDUCE = ["sum", "prod", "max", "min", "mean", "any", "all", "var", "std", "argmax", "argmin"]
 VIEWS = ["T", "reverse", "step", "flatten", "index0", "newaxis", "swap"]
+# ops that choose or move elements: where, concatenate, take (indices that may be out of bounds),
+# clip; a "select" step is (kind, name, a, b, c) with b and c naming operands or picking indices
+SELECTS = ["where", "concatenate", "take", "clip"]
+TAKE_INDICES = [[0], [0, -1], [1, 0, 1], [4, 2], []]
 
 
 def fn(xp, name):
@@ -48,7 +52,8 @@ def programs(draw, max_steps: int = 8):
         leaves.append((tuple(sub), dtype, seed))
     steps = []
     for _ in range(draw(st.integers(1, max_steps))):
-        kind = draw(st.sampled_from(["unary", "binary", "binary", "scalar", "reduce", "view"]))
+        kind = draw(st.sampled_from(["unary", "binary", "binary", "scalar", "reduce", "view",
+                                     "select"]))
         a = draw(st.integers(0, 99))
         if kind == "unary":
             steps.append(("unary", draw(st.sampled_from(UNARY)), a))
@@ -60,6 +65,9 @@ def programs(draw, max_steps: int = 8):
         elif kind == "reduce":
             steps.append(("reduce", draw(st.sampled_from(REDUCE)), a, draw(st.integers(-1, 3)),
                           draw(st.booleans())))
+        elif kind == "select":
+            name = draw(st.sampled_from(SELECTS))
+            steps.append((kind, name, a, draw(st.integers(0, 99)), draw(st.integers(0, 99))))
         else:
             steps.append(("view", draw(st.sampled_from(VIEWS)), a))
     return leaves, steps
@@ -80,7 +88,7 @@ JUMPS = {
     "ceil", "floor", "rint", "trunc", "sign", "signbit", "copysign", "floor_divide", "fmod",
     "remainder", "equal", "not_equal", "greater", "greater_equal", "less", "less_equal",
     "logical_and", "logical_or", "logical_xor", "logical_not", "isfinite", "isinf", "isnan",
-    "power", "float_power", "argmax", "argmin", "any", "all",
+    "power", "float_power", "argmax", "argmin", "any", "all", "where",
 }
 # Ops whose result has the same bits wherever it is computed, given its operands' bits: exact or
 # correctly rounded. The rest (transcendentals, sums in some order) may round an ulp apart between
@@ -88,14 +96,16 @@ JUMPS = {
 # tolerances accept that, but a jump on such a value can turn it into any result.
 EXACT = JUMPS - {"power", "float_power"} | {
     "absolute", "negative", "positive", "add", "subtract", "multiply", "divide", "reciprocal",
-    "sqrt", "square", "maximum", "minimum", "fmax", "fmin", "max", "min", *VIEWS,
+    "sqrt", "square", "maximum", "minimum", "fmax", "fmin", "max", "min", *VIEWS, *SELECTS,
 }
 
 
 def step_operands(step, n: int) -> tuple[int, ...]:
     """The indices of the values ``step`` reads, with ``n`` values before it."""
-    if step[0] == "binary":
+    if step[0] == "binary" or step[1] == "concatenate":
         return step[2] % n, step[3] % n
+    if step[1] == "where":
+        return step[2] % n, step[3] % n, step[4] % n
     return (step[2] % n,)
 
 
@@ -131,6 +141,16 @@ def apply_step(xp, step, values):
     if kind == "scalar":
         value, left = step[3], step[4]
         return fn(xp, name)(x, value) if left else fn(xp, name)(value, x)
+    if kind == "select":
+        y, z = values[step[3] % len(values)], values[step[4] % len(values)]
+        if name == "where":
+            return xp.where(x, y, z)
+        if name == "concatenate":
+            return xp.concatenate([x, y], axis=step[4] % 2 - 1)
+        if name == "take":
+            indices = np.array(TAKE_INDICES[step[3] % len(TAKE_INDICES)], dtype=np.intp)
+            return xp.take(x, indices, axis=None if x.ndim == 0 else step[4] % x.ndim)
+        return xp.clip(x, -1, 2.5)
     if kind == "reduce":
         axis = None if step[3] < 0 or x.ndim == 0 else step[3] % x.ndim
         if name in ("argmax", "argmin"):
