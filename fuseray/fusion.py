@@ -363,8 +363,11 @@ class Planner:
         # computed values read through a view (the layout passes left such a view in place:
         # an updated array read shifted, a stencil's neighbours) are stored when reached, in
         # order, so every later kernel reads them and no cone walks back past them
-        viewed = {m.src[0] for m in self.order if m.kind is Kind.MOVEMENT
-                  and m.src[0].kind in INLINED and m.src[0] not in derived}
+        # (a value computed from reductions is read through a view by its row kernel, where it
+        # has one; without one it is stored like the rest)
+        viewed_any = {m.src[0] for m in self.order if m.kind is Kind.MOVEMENT
+                      and m.src[0].kind in INLINED}
+        viewed = {v for v in viewed_any if v not in derived}
         # a take reads its source at computed positions: only memory has them
         taken = {movement_chain(m.src[0])[0] for m in self.order if m.kind is Kind.GATHER}
         viewed |= {b for b in taken if b.kind in INLINED}
@@ -383,7 +386,7 @@ class Planner:
                     home = self.row_home(n, cone(n, self.materialised))
                     if home is not None:
                         self.group_of[n] = home
-                if n in viewed:
+                if n in viewed or n in viewed_any and n not in self.group_of:
                     self.materialise(n, TAKEN if n in taken else self.read_reason(n))
                 # bound the ops in one kernel: materialise a value whose inlined cone is too big
                 cost[n] = 1 + sum(cost.get(s, 0) for s in n.src if s not in self.materialised)

@@ -187,6 +187,13 @@ def test_random_graphs_match_numpy(program):
 
 
 @given(programs(max_steps=32))
+# where(c, b, x.var()) read through a broadcast by power: a value computed from a reduction with
+# no row kernel, recomputed and re-addressed in its reader's kernel (compile-all refused it)
+@example(([((1,), "uint8", 79), ((1,), "float64", 231389), ((3,), "float16", 412273)],
+          [("reduce", "var", 15, 2, False), ("view", "newaxis", 46), ("select", "where", 67, 56, 8),
+           ("binary", "power", 40, 59), ("binary", "subtract", 12, 90),
+           ("reduce", "argmin", 57, 0, True), ("binary", "right_shift", 90, 13),
+           ("select", "concatenate", 67, 70, 6)]))
 def test_long_random_graphs_match_numpy(program):
     """Deeper graphs: more kernels, reductions of reductions, views of values that a later
     kernel stores (the planner bugs the short programs took thousands of examples to reach)."""
