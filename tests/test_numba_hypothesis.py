@@ -39,7 +39,7 @@ def build(leaves, steps):
     return values, comparable(sources, np_values)
 
 
-def compute_on(backend: str, leaves, steps) -> list[np.ndarray]:
+def compute_on(backend: str, leaves, steps) -> list[np.ndarray | None] | None:
     old = config.cpu_backend, config.device, numba_backend.SMALL_KERNEL
     config.cpu_backend, config.device, numba_backend.SMALL_KERNEL = backend, "cpu", 0
     try:

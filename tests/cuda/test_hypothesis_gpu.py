@@ -26,7 +26,7 @@ pytestmark = [
 ]
 
 
-def compute_on(device: str, leaves, steps) -> list[np.ndarray] | None:
+def compute_on(device: str, leaves, steps) -> list[np.ndarray | None] | None:
     old = config.device, config.cpu_backend
     config.device, config.cpu_backend = device, "numpy"
     try:

@@ -179,8 +179,8 @@ class Binding:
         self.empty = rows == 0  # nothing to compute: outputs are allocated, nothing compiled
         self.bounds = m.bounds
         self.states: dict[tuple, _State] = {}
-        # [device id, fast math, strides of each input], as launch builds it: a state holds its
-        # compiled program, so fr.config.fast_math switched between calls selects another state
+        # the last call's state_key and state: a state holds its compiled program, so
+        # fr.config.fast_math switched between calls selects another state
         self.last_key: tuple | None = None
         self.last_state: _State | None = None
 
