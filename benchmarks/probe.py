@@ -1378,7 +1378,7 @@ def probe_rowsched() -> None:
 
     rng = np.random.default_rng(0)
     dev, stream = driver.current_device(), streams.get_current_stream()
-    saved = schedule.ROW_CACHE_REGISTERS, schedule.REDUCE_BLOCK
+    saved = schedule.ROW_CACHE_REGISTERS, schedule.ROW_BLOCK
     for wl in ("layernorm", "softmax"):
         host = workloads.inputs(wl, N, rng)
         ins = [fr.asarray(a) for a in host]
@@ -1386,7 +1386,7 @@ def probe_rowsched() -> None:
         runs = {}
         for regs in (32, 16, 8):
             for block in (128, 256, 512):
-                schedule.ROW_CACHE_REGISTERS, schedule.REDUCE_BLOCK = regs, block
+                schedule.ROW_CACHE_REGISTERS, schedule.ROW_BLOCK = regs, block
                 try:
                     res = workloads.WORKLOADS[wl](fr, *ins)
                     binding = launch.binding_for(kernel_of(res._node))
@@ -1394,7 +1394,7 @@ def probe_rowsched() -> None:
                     fr.cuda.wait_for_compiles()
                     (out,) = _outputs(binding, dev, stream)
                 finally:
-                    schedule.ROW_CACHE_REGISTERS, schedule.REDUCE_BLOCK = saved
+                    schedule.ROW_CACHE_REGISTERS, schedule.ROW_BLOCK = saved
                 err = float(np.abs(out - want).max())
                 st = binding.last_state
                 label = f"{wl} cache {regs} regs, block {block}: {st.dims[:6]} err {err:.1e}"
@@ -1752,6 +1752,28 @@ def sumsq_variants(x, want: float, variants: dict) -> dict:
     return kernel_variants("sumsq", (x * x).sum(), np.float64(want), variants)
 
 
+def probe_colsumload() -> None:
+    """colsum's weight, broadcast over the reduced axis, loaded once per row (layout class "0",
+    as generated) against a load per element at a run-time stride of 0 (as before), next to
+    torch.compile, timed as the suite times, shuffled."""
+    import workloads
+
+    host = workloads.inputs("colsum", N, np.random.default_rng(4))
+    m, g = (fr.asarray(a) for a in host)
+    want = (host[0].astype(np.float64) * host[1]).sum(axis=0)
+    hoisted = "a1_p[a1_r]"
+
+    def per_element(src):  # the weight's address moves with j by a stride the compiler can't see
+        assert hoisted in src
+        return src.replace(hoisted, "a1_p[a1_r + j * (fr_idx)(L < 0)]")
+
+    runs = kernel_variants("colsum", (m * g).sum(axis=0), want,
+                           {"generated (weight once per row)": None,
+                            "weight loaded per element": per_element})
+    add_peer(runs, "torch.compile", "colsum", host)
+    interleaved(runs, 4 * N, rounds=9, shuffle=True, batch=None)
+
+
 def add_row_sums(runs: dict, x, want: float) -> None:
     """Add sumsq's bytes reduced as 1024-long row sums (a row kernel, no split) to ``runs``,
     checked against ``want`` (printed)."""
@@ -1899,11 +1921,11 @@ def probe_sumsqsplit() -> None:
 
 def probe_splitgeom() -> None:
     """sumsq's split reduction with 1, 2 and 4 (generated) vector loads in flight per thread,
-    with the fence before the completion counter in the writing threads only, without the
-    split's end (timing only), with blocks of 256 threads (twice the splits) and with 1 and 4
-    blocks per multiprocessor; next to row sums over 1024-long rows (as fast as torch.compile on
-    an H200 in probe sumsqsplit), those row sums summed by a second kernel, and torch.compile;
-    timed as the suite times, shuffled (NOTES.md G31)."""
+    with the fence before the completion counter in every thread (before G32: only the writers),
+    without the split's end (timing only), with blocks of 256 threads (twice the splits) and with
+    1 and 4 blocks per multiprocessor, next to row sums over 1024-long rows, the row sums summed
+    by a second kernel (what ran as fast as torch.compile on an H200 in probe sumsqsplit)
+    and torch.compile, timed as the suite times, shuffled (NOTES.md G31)."""
     from fuseray import schedule
 
     host = np.random.default_rng(3).standard_normal(N, dtype=np.float32)
@@ -1923,20 +1945,20 @@ def probe_splitgeom() -> None:
 
         return edit
 
-    fence = ("        fr_ws0[(long long)blockIdx.y * R + r] = fr_acc0;\n      }\n"
-             "      __threadfence();\n")
+    fence = ("        fr_ws0[(long long)blockIdx.y * R + r] = fr_acc0;\n"
+             "        __threadfence();\n      }\n")
 
-    def writers_fence(src):  # only the threads that wrote a partial fence before the counter
+    def every_fence(src):  # every thread fences before the counter (as before G32)
         assert fence in src
         return src.replace(fence, "        fr_ws0[(long long)blockIdx.y * R + r] = fr_acc0;\n"
-                           "        __threadfence();\n      }\n")
+                           "      }\n      __threadfence();\n")
 
     def no_end(src):  # timing only: no partials, fence, counter or final combine
         assert "    if (gridDim.y > 1) {" in src
         return src.replace("    if (gridDim.y > 1) {", "    if (gridDim.y > 1) { continue;")
 
     runs = sumsq_variants(x, want, {"generated": None, "1 load": unroll(1),
-                                    "2 loads": unroll(2), "writers fence": writers_fence,
+                                    "2 loads": unroll(2), "every thread fences": every_fence,
                                     "no split end (timing only)": no_end})
     for name, value in (("REDUCE_MAX_THREADS", 256), ("SPLIT_BLOCKS_PER_SM", 1),
                         ("SPLIT_BLOCKS_PER_SM", 4)):
@@ -1957,7 +1979,7 @@ def probe_splitgeom() -> None:
     interleaved(runs, 4 * N, rounds=9, shuffle=True, batch=None)
 
 
-SECTIONS = {"splitgeom": probe_splitgeom,
+SECTIONS = {"colsumload": probe_colsumload, "splitgeom": probe_splitgeom,
             "sumsqsplit": probe_sumsqsplit,
             "callsite": probe_callsite, "sumsqhints": probe_sumsqhints, "ncu": probe_ncu,
             "hostparts": probe_hostparts,

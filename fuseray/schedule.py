@@ -38,6 +38,10 @@ ELEMENTWISE_UNROLL = 1
 # pass before more threads are given to a row, and how many blocks per multiprocessor a split
 # reduction aims for.
 REDUCE_BLOCK = 256
+# The block size of an inner-style kernel that keeps its rows in a register cache (layernorm,
+# softmax): on an H200, 128 threads ran layernorm 3810 -> 3912 GB/s and softmax 3752 -> 3995 GB/s
+# against 256 (benchmarks/NOTES.md G31); the two tied on an H100 (G23).
+ROW_BLOCK = 128
 # independent loads in flight per thread in a streaming pass (sumsq on an H200: 4, 8 and 16 all
 # ran 0.123-0.125 ms)
 REDUCE_UNROLL = 4
@@ -179,7 +183,7 @@ def reduce_launch(
     limit = schedule.max_threads
     if schedule.style == "inner":
         w = min(want, limit)
-        rpb = max(1, REDUCE_BLOCK // w)
+        rpb = max(1, (ROW_BLOCK if schedule.items else REDUCE_BLOCK) // w)
         block = (w, rpb)
     else:
         tx = min(32, _pow2_at_least(rows))

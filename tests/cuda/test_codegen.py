@@ -487,6 +487,9 @@ def test_layout_classes():
     assert bcast.cls == ("x", "l", "1") and bcast.ints == (0,)
     strided = split_layout((View((6, 8), (16, 2), 0),), (1,))
     assert strided.cls == ("x", "l", "l") and strided.ints == (16, 2)
+    # a weight broadcast over the reduced axis is read once per row, outside the loop
+    weight = split_layout((View((6, 8), (0, 1), 0),), (0,))
+    assert weight.cls == ("x", "1", "0") and weight.ints == ()
 
 
 def test_masked_views_are_strided_with_bounds():

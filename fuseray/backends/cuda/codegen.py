@@ -252,7 +252,7 @@ def zero(dtype) -> str:
 
 
 def _part_names(prefix: str, part: str, cls: str, n: int) -> list[str]:
-    if cls == "1":
+    if cls in ("1", "0"):
         return []
     if cls == "l":
         return [f"{prefix}_{part}l"]

@@ -223,16 +223,19 @@ class _Gen:
     def full_offset(self, em: Emitter, prefix: str, lay: Layout, j: str) -> tuple[str, str | None]:
         """(element offset, mask test or None) at reduced index ``j`` of the current row (the
         row part is precomputed)."""
-        if lay.cls[2] == "1":
-            red = j
+        if lay.cls[2] == "0":  # the same element at every j
+            pos = f"{prefix}_r"
+        elif lay.cls[2] == "1":
+            pos = f"{prefix}_r + {j}"
         elif lay.cls[2] == "l":
-            red = f"{j} * {prefix}_jl"
+            pos = f"{prefix}_r + {j} * {prefix}_jl"
         else:
             red = dot(self.red_coords(), [f"{prefix}_js{i}" for i in range(len(self.red))])
+            pos = f"{prefix}_r + {red}"
         if lay.cls[0] == "x":
-            return emit_position(em, prefix, f"{prefix}_r + {red}", lay, self.top_coords(), None)
+            return emit_position(em, prefix, pos, lay, self.top_coords(), None)
         return emit_position(
-            em, prefix, f"{prefix}_r + {red} + {prefix}_off", lay, self.top_coords(), lay.cls[3]
+            em, prefix, f"{pos} + {prefix}_off", lay, self.top_coords(), lay.cls[3]
         )
 
     def row_offset(self, em: Emitter, prefix: str, lay: Layout) -> tuple[str, str | None]:
@@ -677,10 +680,12 @@ class _Gen:
                     f"fr_wsb += ((size_t)gridDim.y * (size_t)R * sizeof({op}::acc) + 15) & "
                     "~(size_t)15;"
                 )
+            # each writer orders its partials before the block's arrival on the counter (the
+            # barrier carries that order to the thread that counts)
             with em.block("if (fr_active && fr_w == 0)"):
                 for i, r in enumerate(reds):
                     em(f"fr_ws{i}[(long long)blockIdx.y * R + r] = {self.acc[r]};")
-            em("__threadfence();")
+                em("__threadfence();")
             em("__syncthreads();")
             with em.block("if (threadIdx.x == 0 && threadIdx.y == 0)"):
                 em("fr_last = atomicAdd(&fr_counters[fr_rb], 1u) == gridDim.y - 1u;")

@@ -570,10 +570,12 @@ def split_layout(views: tuple[View, ...], axes: tuple[int, ...]) -> Layout:
     """Addressing of a full-level access of a reduction: offset = row part(r) + reduced part(j).
 
     Each part is ("1") unit: r (or j), ("l") linear: r * s (or j * s), or ("s") strided: the
-    row's (or the reduced index's) unravelled coordinates dotted with strides. A stack adds ("v",
-    ranks) descents. Unit parts are compiled in (contiguous rows are the common case): their
-    address arithmetic folds into immediate offsets, where a run-time stride costs a multiply
-    and a register per element of a row kernel's unrolled loops.
+    row's (or the reduced index's) unravelled coordinates dotted with strides; a reduced part
+    may also be ("0"): the access does not move along the reduced axes (``(m * w).sum(axis=0)``
+    reads w once per row), so its load is the same at every j and leaves the loop. A stack adds
+    ("v", ranks) descents. Unit parts are compiled in (contiguous rows are the common case):
+    their address arithmetic folds into immediate offsets, where a run-time stride costs a
+    multiply and a register per element of a row kernel's unrolled loops.
     """
     top = views[-1]
     nd = len(top.shape)
@@ -590,6 +592,8 @@ def split_layout(views: tuple[View, ...], axes: tuple[int, ...]) -> Layout:
             ints.extend(strides)
         elif s == 1:
             parts.append("1")
+        elif s == 0 and dims is red:
+            parts.append("0")
         else:
             parts.append("l")
             ints.append(s)
