@@ -1919,9 +1919,50 @@ def probe_sumsqsplit() -> None:
     interleaved(runs, 4 * N, rounds=9, shuffle=True, batch=None)
 
 
+def no_split_end(src: str) -> str:
+    """Timing only: a split reduction without its end (no partials, counter or final combine)."""
+    assert "    if (gridDim.y > 1) {" in src
+    return src.replace("    if (gridDim.y > 1) {", "    if (gridDim.y > 1) { continue;")
+
+
+def sc_fences(src: str) -> str:
+    """A split reduction's end as before G34: a fence in each writer and in the last block around
+    a plain ``atomicAdd``, in place of ``fr_arrive``'s one acquire-release atomic."""
+    for old, new in (("fr_ws0[(long long)blockIdx.y * R + r] = fr_acc0;\n",
+                      "fr_ws0[(long long)blockIdx.y * R + r] = fr_acc0;\n__threadfence();\n"),
+                     ("fr_arrive(&fr_counters[fr_rb])", "atomicAdd(&fr_counters[fr_rb], 1u)"),
+                     ("if (!fr_last) continue;\n", "if (!fr_last) continue;\n__threadfence();\n")):
+        assert src.count(old) == 1, old
+        src = src.replace(old, new)
+    return src
+
+
+def probe_splitend() -> None:
+    """The end of a split reduction (sumsq, colsum) with ``fr_arrive`` (as generated) against the
+    fences it replaced, and without an end at all (timing only), next to torch.compile, timed as
+    the suite times, shuffled (NOTES.md G34)."""
+    import workloads
+
+    host = np.random.default_rng(3).standard_normal(N, dtype=np.float32)
+    want = float((host.astype(np.float64) ** 2).sum())
+    x = fr.asarray(host)
+
+    runs = sumsq_variants(x, want, {"generated": None, "SC fences (before G34)": sc_fences,
+                                    "no split end (timing only)": no_split_end})
+    add_peer(runs, "torch.compile", "sumsq", [host])
+    interleaved(runs, 4 * N, rounds=15, shuffle=True, batch=None)
+    host = workloads.inputs("colsum", N, np.random.default_rng(4))
+    m, g = (fr.asarray(a) for a in host)
+    want = (host[0].astype(np.float64) * host[1]).sum(axis=0)
+    runs = kernel_variants("colsum", (m * g).sum(axis=0), want,
+                           {"generated": None, "SC fences (before G34)": sc_fences})
+    add_peer(runs, "torch.compile", "colsum", host)
+    interleaved(runs, 4 * N, rounds=15, shuffle=True, batch=None)
+
+
 def probe_splitgeom() -> None:
     """sumsq's split reduction with 1, 2 and 4 (generated) vector loads in flight per thread,
-    with the fence before the completion counter in every thread (before G32: only the writers),
+    with the fences before G34 (``sc_fences``),
     without the split's end (timing only), with blocks of 256 threads (twice the splits) and with
     1 and 4 blocks per multiprocessor, next to row sums over 1024-long rows, the row sums summed
     by a second kernel (what ran as fast as torch.compile on an H200 in probe sumsqsplit)
@@ -1945,21 +1986,9 @@ def probe_splitgeom() -> None:
 
         return edit
 
-    fence = ("        fr_ws0[(long long)blockIdx.y * R + r] = fr_acc0;\n"
-             "        __threadfence();\n      }\n")
-
-    def every_fence(src):  # every thread fences before the counter (as before G32)
-        assert fence in src
-        return src.replace(fence, "        fr_ws0[(long long)blockIdx.y * R + r] = fr_acc0;\n"
-                           "      }\n      __threadfence();\n")
-
-    def no_end(src):  # timing only: no partials, fence, counter or final combine
-        assert "    if (gridDim.y > 1) {" in src
-        return src.replace("    if (gridDim.y > 1) {", "    if (gridDim.y > 1) { continue;")
-
     runs = sumsq_variants(x, want, {"generated": None, "1 load": unroll(1),
-                                    "2 loads": unroll(2), "every thread fences": every_fence,
-                                    "no split end (timing only)": no_end})
+                                    "2 loads": unroll(2), "SC fences (before G34)": sc_fences,
+                                    "no split end (timing only)": no_split_end})
     for name, value in (("REDUCE_MAX_THREADS", 256), ("SPLIT_BLOCKS_PER_SM", 1),
                         ("SPLIT_BLOCKS_PER_SM", 4)):
         saved = getattr(schedule, name)
@@ -1979,7 +2008,8 @@ def probe_splitgeom() -> None:
     interleaved(runs, 4 * N, rounds=9, shuffle=True, batch=None)
 
 
-SECTIONS = {"colsumload": probe_colsumload, "splitgeom": probe_splitgeom,
+SECTIONS = {"splitend": probe_splitend, "colsumload": probe_colsumload,
+            "splitgeom": probe_splitgeom,
             "sumsqsplit": probe_sumsqsplit,
             "callsite": probe_callsite, "sumsqhints": probe_sumsqhints, "ncu": probe_ncu,
             "hostparts": probe_hostparts,
