@@ -2008,7 +2008,82 @@ def probe_splitgeom() -> None:
     interleaved(runs, 4 * N, rounds=9, shuffle=True, batch=None)
 
 
-SECTIONS = {"splitend": probe_splitend, "colsumload": probe_colsumload,
+BS_HINTS = r"""
+template <int N, class T, class I> FR_D fr_vec<T, N> fr_load_cs(const T* __restrict__ p, I v) {
+  static_assert(N == 4, "float4 only");
+  const float4 f = __ldcs(reinterpret_cast<const float4*>(p) + v);
+  return fr_vec<T, N>{{f.x, f.y, f.z, f.w}};
+}
+template <int N, class T, class I>
+FR_D void fr_store_cs(T* __restrict__ p, I v, const fr_vec<T, N>& x) {
+  static_assert(N == 4, "float4 only");
+  __stcs(reinterpret_cast<float4*>(p) + v, make_float4(x.v[0], x.v[1], x.v[2], x.v[3]));
+}
+"""
+
+
+def cache_hints(loads: bool, stores: bool):
+    """An elementwise kernel's vector loads and/or stores with the streaming hint (``.cs``:
+    evict first; its data is used once)."""
+    def edit(src: str) -> str:
+        at = src.index("// One element of the space")
+        src = src[:at] + BS_HINTS + src[at:]
+        if loads:
+            assert "fr_load_vec<4>(" in src
+            src = src.replace("fr_load_vec<4>(", "fr_load_cs<4>(")
+        if stores:
+            assert "fr_store_vec<4>(" in src
+            src = src.replace("fr_store_vec<4>(", "fr_store_cs<4>(")
+        return src
+
+    return edit
+
+
+def probe_bshints() -> None:
+    """black_scholes (3 loads, 2 stores an element) with streaming cache hints on its vector
+    loads, stores or both, against the kernel as generated and torch.compile / jax.jit, timed
+    as the suite times, shuffled; each variant's two outputs must equal the generated ones bit
+    for bit (NOTES.md G35)."""
+    import workloads
+    from fuseray.backends.cuda import launch
+
+    host = workloads.inputs("black_scholes", N, np.random.default_rng(0))
+    ins = [fr.asarray(a) for a in host]
+    call, put = workloads.WORKLOADS["black_scholes"](fr, *ins)
+    binding = launch.binding_for(runtime.prepare([call._node, put._node])[1].kernels[0])
+    dev, stream = driver.current_device(), streams.get_current_stream()
+    values = [b.value for b in binding.bases]
+    runs, ref = {}, None
+    variants = {"generated": None, "streaming stores": cache_hints(False, True),
+                "streaming loads": cache_hints(True, False),
+                "streaming loads and stores": cache_hints(True, True)}
+    for name, edit in variants.items():
+        relaunch(binding)
+        binding.run({}, dev, stream)
+        if edit is not None:
+            swap_source(binding, edit, ("-fmad=false",))
+        env: dict = {}
+        binding.run(env, dev, stream)
+        got = [launch_to_numpy(env[o[0]]) for o in binding.outputs]
+        ref = ref or got
+        same = all(np.array_equal(a, b, equal_nan=True) for a, b in zip(got, ref))
+        print(f"   black_scholes {name}: grid {binding.last_state.launch.grid}, "
+              f"equal to generated: {same}", flush=True)
+        if not same:
+            continue
+        st, key = binding.last_state, binding.last_key
+
+        def run(st=st, key=key):
+            binding.last_key, binding.last_state = key, st
+            binding.launch(values, [], [None] * len(binding.outputs), dev, stream)
+
+        runs[f"black_scholes {name}"] = (run, fr.synchronize)
+    for peer in ("torch.compile", "jax.jit"):
+        add_peer(runs, peer, "black_scholes", list(host))
+    interleaved(runs, 20 * N, rounds=15, shuffle=True, batch=None)
+
+
+SECTIONS = {"bshints": probe_bshints, "splitend": probe_splitend, "colsumload": probe_colsumload,
             "splitgeom": probe_splitgeom,
             "sumsqsplit": probe_sumsqsplit,
             "callsite": probe_callsite, "sumsqhints": probe_sumsqhints, "ncu": probe_ncu,
