@@ -1718,15 +1718,14 @@ def probe_ncu() -> None:
     driver.check(driver.cu.cuProfilerStop(), "cuProfilerStop")
 
 
-def kernel_variants(label: str, result, want: np.ndarray, variants: dict) -> dict:
-    """Runs (label -> (call, sync)) of lazy ``result``'s single generated kernel with its source
-    edited by each of ``variants`` (name -> edit, None: as generated), each with a launch state
-    of its own, checked against float64 ``want`` (the largest relative error printed)."""
+def binding_variants(label: str, binding, variants: dict, check) -> dict:
+    """Runs (label -> (call, sync)) of ``binding``'s kernel with its source edited by each of
+    ``variants`` (name -> edit, None: as generated), each with a launch state of its own.
+    ``check(name, outputs, state)`` gets each variant's outputs as NumPy arrays, prints what it
+    found and says whether the variant is timed."""
     dev, stream = driver.current_device(), streams.get_current_stream()
     runs = {}
-    binding, _ = bound(result._node)
     values = [b.value for b in binding.bases]
-    scale = max(float(np.abs(want).max()), 1e-30)
     for name, edit in variants.items():
         relaunch(binding)
         binding.run({}, dev, stream)
@@ -1734,17 +1733,32 @@ def kernel_variants(label: str, result, want: np.ndarray, variants: dict) -> dic
             swap_source(binding, edit, ("-fmad=false",))
         env: dict = {}
         binding.run(env, dev, stream)
-        got = launch_to_numpy(env[binding.outputs[0][0]]).astype(np.float64)
+        got = [launch_to_numpy(env[o[0]]) for o in binding.outputs]
         st, key = binding.last_state, binding.last_key
-        err = float(np.abs(got - want).max()) / scale
-        print(f"   {label} {name}: grid {st.launch.grid}, rel err {err:.1e}", flush=True)
+        if not check(name, got, st):
+            continue
 
         def run(st=st, key=key):
             binding.last_key, binding.last_state = key, st
-            binding.launch(values, [], [None], dev, stream)
+            binding.launch(values, [], [None] * len(binding.outputs), dev, stream)
 
         runs[f"{label} {name}"] = (run, fr.synchronize)
     return runs
+
+
+def kernel_variants(label: str, result, want: np.ndarray, variants: dict) -> dict:
+    """Runs (label -> (call, sync)) of lazy ``result``'s single generated kernel with its source
+    edited by each of ``variants`` (name -> edit, None: as generated), each with a launch state
+    of its own, checked against float64 ``want`` (the largest relative error printed)."""
+    binding, _ = bound(result._node)
+    scale = max(float(np.abs(want).max()), 1e-30)
+
+    def check(name, got, st):
+        err = float(np.abs(got[0].astype(np.float64) - want).max()) / scale
+        print(f"   {label} {name}: grid {st.launch.grid}, rel err {err:.1e}", flush=True)
+        return True
+
+    return binding_variants(label, binding, variants, check)
 
 
 def sumsq_variants(x, want: float, variants: dict) -> dict:
@@ -2051,33 +2065,19 @@ def probe_bshints() -> None:
     ins = [fr.asarray(a) for a in host]
     call, put = workloads.WORKLOADS["black_scholes"](fr, *ins)
     binding = launch.binding_for(runtime.prepare([call._node, put._node])[1].kernels[0])
-    dev, stream = driver.current_device(), streams.get_current_stream()
-    values = [b.value for b in binding.bases]
-    runs, ref = {}, None
-    variants = {"generated": None, "streaming stores": cache_hints(False, True),
-                "streaming loads": cache_hints(True, False),
-                "streaming loads and stores": cache_hints(True, True)}
-    for name, edit in variants.items():
-        relaunch(binding)
-        binding.run({}, dev, stream)
-        if edit is not None:
-            swap_source(binding, edit, ("-fmad=false",))
-        env: dict = {}
-        binding.run(env, dev, stream)
-        got = [launch_to_numpy(env[o[0]]) for o in binding.outputs]
-        ref = ref or got
-        same = all(np.array_equal(a, b, equal_nan=True) for a, b in zip(got, ref))
-        print(f"   black_scholes {name}: grid {binding.last_state.launch.grid}, "
-              f"equal to generated: {same}", flush=True)
-        if not same:
-            continue
-        st, key = binding.last_state, binding.last_key
+    first: list = []
 
-        def run(st=st, key=key):
-            binding.last_key, binding.last_state = key, st
-            binding.launch(values, [], [None] * len(binding.outputs), dev, stream)
+    def check(name, got, st):
+        first[:] = first or got
+        same = all(np.array_equal(a, b, equal_nan=True) for a, b in zip(got, first))
+        print(f"   black_scholes {name}: grid {st.launch.grid}, equal to generated: {same}",
+              flush=True)
+        return same
 
-        runs[f"black_scholes {name}"] = (run, fr.synchronize)
+    runs = binding_variants("black_scholes", binding, {
+        "generated": None, "streaming stores": cache_hints(False, True),
+        "streaming loads": cache_hints(True, False),
+        "streaming loads and stores": cache_hints(True, True)}, check)
     for peer in ("torch.compile", "jax.jit"):
         add_peer(runs, peer, "black_scholes", list(host))
     interleaved(runs, 20 * N, rounds=15, shuffle=True, batch=None)
