@@ -851,13 +851,20 @@ def test_setitem_through_masked_views():
 def test_jit_params_and_new_sizes_reuse_kernels():
     from fuseray.backends.cuda.cache import default_cache
 
+    def compiles():
+        stats = default_cache().stats
+        return stats.compiles + stats.quick_compiles
+
     f = fr.jit(lambda a, s: a * s + 1.5)
     for n in (1000, 4096, 77777):
         x = np.arange(n, dtype=np.float32)
         check(x * np.float32(2.5) + 1.5, f(fr.asarray(x), 2.5))
         if n == 1000:
-            compiles = default_cache().stats.compiles
-    assert default_cache().stats.compiles == compiles
+            # the first call's optimised build may still be compiling in the background (it
+            # failed this test once on a cold machine, counted after the baseline was read)
+            fr.cuda.wait_for_compiles()
+            before = compiles()
+    assert compiles() == before
 
 
 def test_compiled_call_site_matches_numpy_and_the_python_path(monkeypatch):
