@@ -1718,15 +1718,14 @@ def probe_ncu() -> None:
     driver.check(driver.cu.cuProfilerStop(), "cuProfilerStop")
 
 
-def kernel_variants(label: str, result, want: np.ndarray, variants: dict) -> dict:
-    """Runs (label -> (call, sync)) of lazy ``result``'s single generated kernel with its source
-    edited by each of ``variants`` (name -> edit, None: as generated), each with a launch state
-    of its own, checked against float64 ``want`` (the largest relative error printed)."""
+def binding_variants(label: str, binding, variants: dict, check) -> dict:
+    """Runs (label -> (call, sync)) of ``binding``'s kernel with its source edited by each of
+    ``variants`` (name -> edit, None: as generated), each with a launch state of its own.
+    ``check(name, outputs, state)`` gets each variant's outputs as NumPy arrays, prints what it
+    found and says whether the variant is timed."""
     dev, stream = driver.current_device(), streams.get_current_stream()
     runs = {}
-    binding, _ = bound(result._node)
     values = [b.value for b in binding.bases]
-    scale = max(float(np.abs(want).max()), 1e-30)
     for name, edit in variants.items():
         relaunch(binding)
         binding.run({}, dev, stream)
@@ -1734,17 +1733,32 @@ def kernel_variants(label: str, result, want: np.ndarray, variants: dict) -> dic
             swap_source(binding, edit, ("-fmad=false",))
         env: dict = {}
         binding.run(env, dev, stream)
-        got = launch_to_numpy(env[binding.outputs[0][0]]).astype(np.float64)
+        got = [launch_to_numpy(env[o[0]]) for o in binding.outputs]
         st, key = binding.last_state, binding.last_key
-        err = float(np.abs(got - want).max()) / scale
-        print(f"   {label} {name}: grid {st.launch.grid}, rel err {err:.1e}", flush=True)
+        if not check(name, got, st):
+            continue
 
         def run(st=st, key=key):
             binding.last_key, binding.last_state = key, st
-            binding.launch(values, [], [None], dev, stream)
+            binding.launch(values, [], [None] * len(binding.outputs), dev, stream)
 
         runs[f"{label} {name}"] = (run, fr.synchronize)
     return runs
+
+
+def kernel_variants(label: str, result, want: np.ndarray, variants: dict) -> dict:
+    """Runs (label -> (call, sync)) of lazy ``result``'s single generated kernel with its source
+    edited by each of ``variants`` (name -> edit, None: as generated), each with a launch state
+    of its own, checked against float64 ``want`` (the largest relative error printed)."""
+    binding, _ = bound(result._node)
+    scale = max(float(np.abs(want).max()), 1e-30)
+
+    def check(name, got, st):
+        err = float(np.abs(got[0].astype(np.float64) - want).max()) / scale
+        print(f"   {label} {name}: grid {st.launch.grid}, rel err {err:.1e}", flush=True)
+        return True
+
+    return binding_variants(label, binding, variants, check)
 
 
 def sumsq_variants(x, want: float, variants: dict) -> dict:
@@ -1919,9 +1933,50 @@ def probe_sumsqsplit() -> None:
     interleaved(runs, 4 * N, rounds=9, shuffle=True, batch=None)
 
 
+def no_split_end(src: str) -> str:
+    """Timing only: a split reduction without its end (no partials, counter or final combine)."""
+    assert "    if (gridDim.y > 1) {" in src
+    return src.replace("    if (gridDim.y > 1) {", "    if (gridDim.y > 1) { continue;")
+
+
+def sc_fences(src: str) -> str:
+    """A split reduction's end as before G34: a fence in each writer and in the last block around
+    a plain ``atomicAdd``, in place of ``fr_arrive``'s one acquire-release atomic."""
+    for old, new in (("fr_ws0[(long long)blockIdx.y * R + r] = fr_acc0;\n",
+                      "fr_ws0[(long long)blockIdx.y * R + r] = fr_acc0;\n__threadfence();\n"),
+                     ("fr_arrive(&fr_counters[fr_rb])", "atomicAdd(&fr_counters[fr_rb], 1u)"),
+                     ("if (!fr_last) continue;\n", "if (!fr_last) continue;\n__threadfence();\n")):
+        assert src.count(old) == 1, old
+        src = src.replace(old, new)
+    return src
+
+
+def probe_splitend() -> None:
+    """The end of a split reduction (sumsq, colsum) with ``fr_arrive`` (as generated) against the
+    fences it replaced, and without an end at all (timing only), next to torch.compile, timed as
+    the suite times, shuffled (NOTES.md G34)."""
+    import workloads
+
+    host = np.random.default_rng(3).standard_normal(N, dtype=np.float32)
+    want = float((host.astype(np.float64) ** 2).sum())
+    x = fr.asarray(host)
+
+    runs = sumsq_variants(x, want, {"generated": None, "SC fences (before G34)": sc_fences,
+                                    "no split end (timing only)": no_split_end})
+    add_peer(runs, "torch.compile", "sumsq", [host])
+    interleaved(runs, 4 * N, rounds=15, shuffle=True, batch=None)
+    host = workloads.inputs("colsum", N, np.random.default_rng(4))
+    m, g = (fr.asarray(a) for a in host)
+    want = (host[0].astype(np.float64) * host[1]).sum(axis=0)
+    runs = kernel_variants("colsum", (m * g).sum(axis=0), want,
+                           {"generated": None, "SC fences (before G34)": sc_fences})
+    add_peer(runs, "torch.compile", "colsum", host)
+    interleaved(runs, 4 * N, rounds=15, shuffle=True, batch=None)
+
+
 def probe_splitgeom() -> None:
     """sumsq's split reduction with 1, 2 and 4 (generated) vector loads in flight per thread,
-    with the fence before the completion counter in every thread (before G32: only the writers),
+    with the fences before G34 (``sc_fences``),
     without the split's end (timing only), with blocks of 256 threads (twice the splits) and with
     1 and 4 blocks per multiprocessor, next to row sums over 1024-long rows, the row sums summed
     by a second kernel (what ran as fast as torch.compile on an H200 in probe sumsqsplit)
@@ -1945,21 +2000,9 @@ def probe_splitgeom() -> None:
 
         return edit
 
-    fence = ("        fr_ws0[(long long)blockIdx.y * R + r] = fr_acc0;\n"
-             "        __threadfence();\n      }\n")
-
-    def every_fence(src):  # every thread fences before the counter (as before G32)
-        assert fence in src
-        return src.replace(fence, "        fr_ws0[(long long)blockIdx.y * R + r] = fr_acc0;\n"
-                           "      }\n      __threadfence();\n")
-
-    def no_end(src):  # timing only: no partials, fence, counter or final combine
-        assert "    if (gridDim.y > 1) {" in src
-        return src.replace("    if (gridDim.y > 1) {", "    if (gridDim.y > 1) { continue;")
-
     runs = sumsq_variants(x, want, {"generated": None, "1 load": unroll(1),
-                                    "2 loads": unroll(2), "every thread fences": every_fence,
-                                    "no split end (timing only)": no_end})
+                                    "2 loads": unroll(2), "SC fences (before G34)": sc_fences,
+                                    "no split end (timing only)": no_split_end})
     for name, value in (("REDUCE_MAX_THREADS", 256), ("SPLIT_BLOCKS_PER_SM", 1),
                         ("SPLIT_BLOCKS_PER_SM", 4)):
         saved = getattr(schedule, name)
@@ -1979,7 +2022,69 @@ def probe_splitgeom() -> None:
     interleaved(runs, 4 * N, rounds=9, shuffle=True, batch=None)
 
 
-SECTIONS = {"colsumload": probe_colsumload, "splitgeom": probe_splitgeom,
+BS_HINTS = r"""
+template <int N, class T, class I> FR_D fr_vec<T, N> fr_load_cs(const T* __restrict__ p, I v) {
+  static_assert(N == 4, "float4 only");
+  const float4 f = __ldcs(reinterpret_cast<const float4*>(p) + v);
+  return fr_vec<T, N>{{f.x, f.y, f.z, f.w}};
+}
+template <int N, class T, class I>
+FR_D void fr_store_cs(T* __restrict__ p, I v, const fr_vec<T, N>& x) {
+  static_assert(N == 4, "float4 only");
+  __stcs(reinterpret_cast<float4*>(p) + v, make_float4(x.v[0], x.v[1], x.v[2], x.v[3]));
+}
+"""
+
+
+def cache_hints(loads: bool, stores: bool):
+    """An elementwise kernel's vector loads and/or stores with the streaming hint (``.cs``:
+    evict first; its data is used once)."""
+    def edit(src: str) -> str:
+        at = src.index("// One element of the space")
+        src = src[:at] + BS_HINTS + src[at:]
+        if loads:
+            assert "fr_load_vec<4>(" in src
+            src = src.replace("fr_load_vec<4>(", "fr_load_cs<4>(")
+        if stores:
+            assert "fr_store_vec<4>(" in src
+            src = src.replace("fr_store_vec<4>(", "fr_store_cs<4>(")
+        return src
+
+    return edit
+
+
+def probe_bshints() -> None:
+    """black_scholes (3 loads, 2 stores an element) with streaming cache hints on its vector
+    loads, stores or both, against the kernel as generated and torch.compile / jax.jit, timed
+    as the suite times, shuffled; each variant's two outputs must equal the generated ones bit
+    for bit (NOTES.md G35)."""
+    import workloads
+    from fuseray.backends.cuda import launch
+
+    host = workloads.inputs("black_scholes", N, np.random.default_rng(0))
+    ins = [fr.asarray(a) for a in host]
+    call, put = workloads.WORKLOADS["black_scholes"](fr, *ins)
+    binding = launch.binding_for(runtime.prepare([call._node, put._node])[1].kernels[0])
+    first: list = []
+
+    def check(name, got, st):
+        first[:] = first or got
+        same = all(np.array_equal(a, b, equal_nan=True) for a, b in zip(got, first))
+        print(f"   black_scholes {name}: grid {st.launch.grid}, equal to generated: {same}",
+              flush=True)
+        return same
+
+    runs = binding_variants("black_scholes", binding, {
+        "generated": None, "streaming stores": cache_hints(False, True),
+        "streaming loads": cache_hints(True, False),
+        "streaming loads and stores": cache_hints(True, True)}, check)
+    for peer in ("torch.compile", "jax.jit"):
+        add_peer(runs, peer, "black_scholes", list(host))
+    interleaved(runs, 20 * N, rounds=15, shuffle=True, batch=None)
+
+
+SECTIONS = {"bshints": probe_bshints, "splitend": probe_splitend, "colsumload": probe_colsumload,
+            "splitgeom": probe_splitgeom,
             "sumsqsplit": probe_sumsqsplit,
             "callsite": probe_callsite, "sumsqhints": probe_sumsqhints, "ncu": probe_ncu,
             "hostparts": probe_hostparts,

@@ -176,6 +176,23 @@ template <class T> using FrArgMax = FrArg<T, true>;
 template <class T> using FrArgMin = FrArg<T, false>;
 
 // ------------------------------------------------------------------------------------------
+// split reductions: a block's arrival on its row block's completion counter
+// ------------------------------------------------------------------------------------------
+
+// One atomic at GPU scope with acquire-release semantics, by one thread of the block between two
+// barriers. Release: the partials the block's writers stored before the first barrier are visible
+// to whoever reads the counter after it (the barrier carries them to the counting thread, and a
+// release is cumulative). Acquire: after the second barrier, every thread of the block that sees
+// the last count reads the partials of all blocks that arrived before. This replaces a
+// sequentially consistent fence in the writers and another in every thread of the last block.
+// Returns the count before this arrival.
+FR_D unsigned fr_arrive(unsigned* counter) {
+  unsigned before;
+  asm volatile("atom.add.acq_rel.gpu.u32 %0, [%1], 1;" : "=r"(before) : "l"(counter) : "memory");
+  return before;
+}
+
+// ------------------------------------------------------------------------------------------
 // warp shuffles and cache-global loads for every accumulator type
 // ------------------------------------------------------------------------------------------
 

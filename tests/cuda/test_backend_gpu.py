@@ -546,6 +546,24 @@ def test_large_reductions(case):
         np.testing.assert_allclose(got, x.astype(f64).sum(), rtol=1e-5)
 
 
+def test_split_reductions_repeat_exactly():
+    """Split reductions publish their partials and count arrivals with one acquire-release atomic
+    (fr_arrive): a block that read a partial before it was visible would give a wrong integer
+    sum. Many launches back to back, results read only at the end, one row block (a full sum)
+    and several (column sums over many rows, a counter each)."""
+    rng = np.random.default_rng(21)
+    x = rng.integers(-1000, 1000, (1 << 22) + 5).astype(np.int32)
+    m = rng.integers(-1000, 1000, (1 << 16, 96)).astype(np.int32)
+    fx, fm = fr.asarray(x), fr.asarray(m)
+    sums = [fx.sum() for _ in range(60)] + [fm.sum(axis=0) for _ in range(60)]
+    for s in sums:
+        s.compute()
+    want_x, want_m = int(x.astype(np.int64).sum()), m.astype(np.int64).sum(axis=0)
+    assert [int(s) for s in sums[:60]] == [want_x] * 60
+    for s in sums[60:]:
+        np.testing.assert_array_equal(fr.asnumpy(s), want_m)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "int32", "uint8", "bool"])
 @pytest.mark.parametrize("length", [5, 127, 1000, 4099, 20003, (1 << 16) + 7])
 def test_streamed_reductions_with_vector_loads(dtype, length):
@@ -833,13 +851,20 @@ def test_setitem_through_masked_views():
 def test_jit_params_and_new_sizes_reuse_kernels():
     from fuseray.backends.cuda.cache import default_cache
 
+    def compiles():
+        stats = default_cache().stats
+        return stats.compiles + stats.quick_compiles
+
     f = fr.jit(lambda a, s: a * s + 1.5)
     for n in (1000, 4096, 77777):
         x = np.arange(n, dtype=np.float32)
         check(x * np.float32(2.5) + 1.5, f(fr.asarray(x), 2.5))
         if n == 1000:
-            compiles = default_cache().stats.compiles
-    assert default_cache().stats.compiles == compiles
+            # the first call's optimised build may still be compiling in the background (it
+            # failed this test once on a cold machine, counted after the baseline was read)
+            fr.cuda.wait_for_compiles()
+            before = compiles()
+    assert compiles() == before
 
 
 def test_compiled_call_site_matches_numpy_and_the_python_path(monkeypatch):

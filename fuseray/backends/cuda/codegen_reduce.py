@@ -680,18 +680,16 @@ class _Gen:
                     f"fr_wsb += ((size_t)gridDim.y * (size_t)R * sizeof({op}::acc) + 15) & "
                     "~(size_t)15;"
                 )
-            # each writer orders its partials before the block's arrival on the counter (the
-            # barrier carries that order to the thread that counts)
+            # the writers' partials, then the block's arrival (fr_arrive: it releases them and,
+            # for the last block, acquires everyone's; the barriers carry both across the block)
             with em.block("if (fr_active && fr_w == 0)"):
                 for i, r in enumerate(reds):
                     em(f"fr_ws{i}[(long long)blockIdx.y * R + r] = {self.acc[r]};")
-                em("__threadfence();")
             em("__syncthreads();")
             with em.block("if (threadIdx.x == 0 && threadIdx.y == 0)"):
-                em("fr_last = atomicAdd(&fr_counters[fr_rb], 1u) == gridDim.y - 1u;")
+                em("fr_last = fr_arrive(&fr_counters[fr_rb]) == gridDim.y - 1u;")
             em("__syncthreads();")
             em("if (!fr_last) continue;")
-            em("__threadfence();")
             for r in reds:
                 op = op_struct(r)
                 em(f"{self.acc[r]} = {op}::identity();")
