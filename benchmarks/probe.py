@@ -48,8 +48,9 @@ def timed(call, repeat: int = 20, batch: int = 5) -> float:
     return statistics.median(times)
 
 
-def report(label: str, seconds: float, nbytes: int) -> None:
-    print(f"{label:58s} {seconds * 1e3:9.4f} ms  {nbytes / seconds / 1e9:8.1f} GB/s", flush=True)
+def report(label: str, seconds: float, nbytes: int, extra: str = "") -> None:
+    print(f"{label:58s} {seconds * 1e3:9.4f} ms  {nbytes / seconds / 1e9:8.1f} GB/s{extra}",
+          flush=True)
 
 
 def load(source: str, name: str):
@@ -1420,12 +1421,22 @@ def add_peer(runs: dict, framework: str, workload: str, host: list) -> None:
 
 
 def interleaved(runs: dict, nbytes: int, rounds: int = 5, shuffle: bool = False,
-                batch: int | None = 5) -> None:
+                batch: int | None = 5, control: bool = False) -> dict:
     """Time every (call, sync) of ``runs`` in turn, ``rounds`` times, and report each median;
     ``shuffle`` takes them in a new random order each round (no entry always runs first);
-    ``batch`` calls a timed batch (None: sized as the suite sizes them, G17)."""
+    ``batch`` calls a timed batch (None: sized as the suite sizes them, G17).
+
+    Each line also gives the entry's time over the first entry's *in the same round*, as the
+    median and middle half of those per-round ratios: drift between rounds (clocks, heat, a
+    neighbour on the host) cancels in them, which it does not in a ratio of medians.
+    ``control`` times the first entry a second time under its own label (an A/A pair): how far
+    its ratio is from 1 is the noise floor of this probe on this machine (G35 saw 1.9%).
+    Returns label -> the per-round times."""
     import random
 
+    if control:
+        first_label, first = next(iter(runs.items()))
+        runs = {**runs, f"{first_label} again (A/A control)": first}
     results: dict = {label: [] for label in runs}
     order = list(runs.items())
     for r in range(rounds):
@@ -1433,8 +1444,21 @@ def interleaved(runs: dict, nbytes: int, rounds: int = 5, shuffle: bool = False,
             random.Random(r).shuffle(order)
         for label, (call, sync) in order:
             results[label].append(timed_with(call, sync, 10, batch))
+    base = next(iter(results.values()))
     for label, ts in results.items():
-        report(f"{label} (median of {rounds} interleaved)", statistics.median(ts), nbytes)
+        q1, q2, q3 = paired_ratio_quartiles(ts, base)
+        report(f"{label} (median of {rounds} interleaved)", statistics.median(ts), nbytes,
+               f"  x{q2:.3f} [{q1:.3f}, {q3:.3f}] of the first")
+    return results
+
+
+def paired_ratio_quartiles(times: list, base: list) -> tuple[float, float, float]:
+    """Quartiles of ``times[r] / base[r]`` over rounds r (one value: all three equal it)."""
+    ratios = [t / b for t, b in zip(times, base, strict=True)]
+    if len(ratios) == 1:
+        return ratios[0], ratios[0], ratios[0]
+    q1, q2, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return q1, q2, q3
 
 
 def probe_hostcost() -> None:
@@ -1964,7 +1988,7 @@ def probe_splitend() -> None:
     runs = sumsq_variants(x, want, {"generated": None, "SC fences (before G34)": sc_fences,
                                     "no split end (timing only)": no_split_end})
     add_peer(runs, "torch.compile", "sumsq", [host])
-    interleaved(runs, 4 * N, rounds=15, shuffle=True, batch=None)
+    interleaved(runs, 4 * N, rounds=15, shuffle=True, batch=None, control=True)
     host = workloads.inputs("colsum", N, np.random.default_rng(4))
     m, g = (fr.asarray(a) for a in host)
     want = (host[0].astype(np.float64) * host[1]).sum(axis=0)
@@ -2080,7 +2104,7 @@ def probe_bshints() -> None:
         "streaming loads and stores": cache_hints(True, True)}, check)
     for peer in ("torch.compile", "jax.jit"):
         add_peer(runs, peer, "black_scholes", list(host))
-    interleaved(runs, 20 * N, rounds=15, shuffle=True, batch=None)
+    interleaved(runs, 20 * N, rounds=15, shuffle=True, batch=None, control=True)
 
 
 SECTIONS = {"bshints": probe_bshints, "splitend": probe_splitend, "colsumload": probe_colsumload,

@@ -44,3 +44,27 @@ def test_evaluating_returns_the_computed_results():
     got = call()
     np.testing.assert_array_equal(fr.asnumpy(got[0]), [1, 2, 3, 4])
     np.testing.assert_array_equal(fr.asnumpy(got[1]), [0, 2, 4, 6])
+
+
+def test_probe_ratios_pair_each_round_with_the_first_entry(monkeypatch, capsys):
+    """benchmarks/probe.py's interleaved timing: a line's ratio is taken round by round against
+    the first entry (a slow round slows both and cancels), and the A/A control repeats the
+    first entry, whose ratio is then 1."""
+    import probe
+
+    drift = [1.0, 3.0, 1.5, 2.0, 1.0]  # the machine's speed, round by round
+    calls = []
+
+    def fake_timed_with(call, sync, repeat, batch):
+        calls.append(call)
+        return call() * drift[(len(calls) - 1) // 3]
+
+    monkeypatch.setattr(probe, "timed_with", fake_timed_with)
+    runs = {"a": (lambda: 1e-3, None), "b": (lambda: 1.25e-3, None)}
+    times = probe.interleaved(runs, 10**6, rounds=5, shuffle=True, control=True)
+    assert list(times) == ["a", "b", "a again (A/A control)"]
+    assert times["b"] == [1.25e-3 * d for d in drift]
+    lines = capsys.readouterr().out.splitlines()
+    assert "x1.250 [1.250, 1.250] of the first" in lines[1]
+    assert "x1.000 [1.000, 1.000] of the first" in lines[2]
+    assert probe.paired_ratio_quartiles([3.0, 1.0, 2.0], [1.0, 1.0, 1.0]) == (1.5, 2.0, 2.5)
