@@ -339,6 +339,76 @@ def time_calls(call: Callable, sync: Callable, repeat: int, batch: int | None = 
     return statistics.median(times)
 
 
+def paired_ratio_quartiles(times: list, base: list) -> tuple[float, float, float]:
+    """Quartiles of ``times[r] / base[r]`` over rounds r (one value: all three equal it)."""
+    ratios = [t / b for t, b in zip(times, base, strict=True)]
+    if len(ratios) == 1:
+        return ratios[0], ratios[0], ratios[0]
+    q1, q2, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def interleaved_batches(entries: dict, rounds: int) -> dict:
+    """label -> seconds per call of one timed batch per round for each (call, sync) of
+    ``entries``, taken in a new (seeded) order every round, so that no entry always runs first
+    and entries of one round share the machine's state of that moment."""
+    import random
+
+    batches = {label: batch_size(call, sync) for label, (call, sync) in entries.items()}
+    times: dict = {label: [] for label in entries}
+    order = list(entries)
+    for r in range(rounds):
+        random.Random(r).shuffle(order)
+        for label in order:
+            call, sync = entries[label]
+            times[label].append(time_calls(call, sync, 1, batches[label]))
+    return times
+
+
+PAIRED_PEERS = ("torch.compile", "jax.jit")
+
+
+def paired_against_best_peer(frameworks: dict, workload: str, rows: dict, host_inputs,
+                             rounds: int) -> dict | None:
+    """fuseray against the faster (in ``rows``) of torch.compile and jax.jit on ``workload``,
+    timed in interleaved rounds with an A/A pair (fuseray against itself).
+
+    ``speed``: quartiles over rounds of the peer's time over fuseray's (above 1: fuseray is
+    faster); ``aa``: the same for fuseray's second entry, whose spread around 1 is the noise of
+    this pairing. The suite's own medians are taken one framework after another, minutes apart
+    on a shared machine; a 1% difference there can be drift, here it is measured side by side.
+    None when fuseray or both peers are missing or wrong."""
+    peers = [n for n in PAIRED_PEERS if n in frameworks and rows.get(n, {}).get("correct")]
+    if not peers or not rows.get("fuseray", {}).get("correct"):
+        return None
+    peer = min(peers, key=lambda n: rows[n]["median_ms"])
+    entries = {}
+    try:
+        for name in ("fuseray", peer):
+            fw = frameworks[name]
+            call = evaluating(fw.make(workload), [fw.to_device(a) for a in host_inputs])
+            call()
+            fw.sync()
+            fw.settle()
+            entries[name] = (call, fw.sync)
+        entries["fuseray (A/A)"] = entries["fuseray"]
+        times = interleaved_batches(entries, rounds)
+    finally:
+        entries.clear()
+        for name in ("fuseray", peer):
+            frameworks[name].free()
+    return {"peer": peer, "rounds": rounds,
+            "speed": paired_ratio_quartiles(times[peer], times["fuseray"]),
+            "aa": paired_ratio_quartiles(times["fuseray (A/A)"], times["fuseray"])}
+
+
+def paired_verdict(p: dict) -> str:
+    """The verdict of a pairing: "ahead" or "behind" when the middle half of its per-round
+    speed ratios lies above or below 1, else "tie"."""
+    q1, _, q3 = p["speed"]
+    return "ahead" if q1 > 1 else "behind" if q3 < 1 else "tie"
+
+
 def copy_ceiling(n: int) -> float:
     """Device-to-device copy bandwidth (bytes read + written per second) of an n-float array."""
     import torch
@@ -472,6 +542,9 @@ def main(argv=None) -> dict:
     p.add_argument("--no-extras", dest="extras", action="store_false",
                    help="skip fuseray's overhead/compile/lazy-loop measurements")
     p.add_argument("--loop-blocks", type=int, default=10, help="blocks of 1000 lazy-loop steps")
+    p.add_argument("--paired-rounds", type=int, default=15,
+                   help="rounds of fuseray against the best of torch.compile / jax.jit, "
+                   "interleaved, per workload (0: none)")
     args = p.parse_args(argv)
 
     os.environ.setdefault("FUSERAY_CACHE_DIR", tempfile.mkdtemp(prefix="fuseray-bench-"))
@@ -517,6 +590,19 @@ def main(argv=None) -> dict:
             print(f"  {wl:>14} {name:>14}: {r['median_ms']:9.3f} ms {r['gbps']:8.0f} GB/s"
                   f" {r['pct_copy']:6.1f}% first {r['first_ms']:9.1f} ms err {r['rel_error']:.1e}")
         results["workloads"][wl] = rows
+        if args.paired_rounds and "fuseray" in frameworks:
+            try:
+                paired = paired_against_best_peer(frameworks, wl, rows, host, args.paired_rounds)
+            except Exception as e:  # noqa: BLE001 - the table stands without it
+                paired = None
+                print(f"  {wl:>14} paired: ERROR {type(e).__name__}: {e}"[:300], file=sys.stderr)
+            if paired:
+                results.setdefault("paired", {})[wl] = paired
+                q1, q2, q3 = paired["speed"]
+                a1, a2, a3 = paired["aa"]
+                print(f"  {wl:>14} paired with {paired['peer']}: fuseray speed x{q2:.3f} "
+                      f"[{q1:.3f}, {q3:.3f}], A/A x{a2:.3f} [{a1:.3f}, {a3:.3f}]: "
+                      f"{paired_verdict(paired)}")
         Path(args.json).write_text(json.dumps(results, indent=1))  # partial results survive
     results["small_triad_us"] = {}
     for name, fw in frameworks.items():
@@ -566,6 +652,17 @@ def markdown_table(results: dict) -> str:
     if per_call:
         cells = [f"{per_call[n]:.1f} us" if n in per_call else "–" for n in names]
         lines.append("| small_triad (per call) | " + " | ".join(cells) + " |")
+    paired = results.get("paired", {})
+    if paired:
+        rounds = next(iter(paired.values()))["rounds"]
+        lines += ["", f"Paired, {rounds} interleaved rounds: fuseray's speed over the faster of "
+                  "torch.compile and jax.jit (the peer's time / fuseray's, per round: median "
+                  "[middle half]), and fuseray against itself (A/A: the pairing's noise)", "",
+                  "| workload | peer | fuseray speed | A/A | verdict |", "|---|---|---|---|---|"]
+        for wl, p in paired.items():
+            (q1, q2, q3), (a1, a2, a3) = p["speed"], p["aa"]
+            lines.append(f"| {wl} | {p['peer']} | x{q2:.3f} [{q1:.3f}, {q3:.3f}] | "
+                         f"x{a2:.3f} [{a1:.3f}, {a3:.3f}] | {paired_verdict(p)} |")
     return "\n".join(lines)
 
 

@@ -1434,6 +1434,8 @@ def interleaved(runs: dict, nbytes: int, rounds: int = 5, shuffle: bool = False,
     Returns label -> the per-round times."""
     import random
 
+    from gpu import paired_ratio_quartiles
+
     if control:
         first_label, first = next(iter(runs.items()))
         runs = {**runs, f"{first_label} again (A/A control)": first}
@@ -1450,15 +1452,6 @@ def interleaved(runs: dict, nbytes: int, rounds: int = 5, shuffle: bool = False,
         report(f"{label} (median of {rounds} interleaved)", statistics.median(ts), nbytes,
                f"  x{q2:.3f} [{q1:.3f}, {q3:.3f}] of the first")
     return results
-
-
-def paired_ratio_quartiles(times: list, base: list) -> tuple[float, float, float]:
-    """Quartiles of ``times[r] / base[r]`` over rounds r (one value: all three equal it)."""
-    ratios = [t / b for t, b in zip(times, base, strict=True)]
-    if len(ratios) == 1:
-        return ratios[0], ratios[0], ratios[0]
-    q1, q2, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
-    return q1, q2, q3
 
 
 def probe_hostcost() -> None:

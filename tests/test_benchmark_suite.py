@@ -67,4 +67,48 @@ def test_probe_ratios_pair_each_round_with_the_first_entry(monkeypatch, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert "x1.250 [1.250, 1.250] of the first" in lines[1]
     assert "x1.000 [1.000, 1.000] of the first" in lines[2]
-    assert probe.paired_ratio_quartiles([3.0, 1.0, 2.0], [1.0, 1.0, 1.0]) == (1.5, 2.0, 2.5)
+    assert gpu.paired_ratio_quartiles([3.0, 1.0, 2.0], [1.0, 1.0, 1.0]) == (1.5, 2.0, 2.5)
+
+
+def test_interleaved_batches_time_every_entry_once_a_round_in_shuffled_orders(monkeypatch):
+    seen = []
+    monkeypatch.setattr(gpu, "batch_size", lambda call, sync: 7)
+    monkeypatch.setattr(gpu, "time_calls",
+                        lambda call, sync, repeat, batch: seen.append((call(), batch)) or 1.0)
+    entries = {k: ((lambda k=k: k), None) for k in "abc"}
+    times = gpu.interleaved_batches(entries, rounds=6)
+    assert times == {k: [1.0] * 6 for k in "abc"}
+    assert all(batch == 7 for _, batch in seen)
+    rounds = ["".join(k for k, _ in seen[i:i + 3]) for i in range(0, 18, 3)]
+    assert all(sorted(r) == ["a", "b", "c"] for r in rounds)
+    assert len(set(rounds)) > 1  # the order changes between rounds
+
+
+def test_paired_against_best_peer_times_fuseray_beside_the_faster_peer(monkeypatch):
+    """On the CPU, with NumPy standing in for the two peers: the faster one by the table's
+    medians is chosen, both run interleaved with an A/A pair, and a wrong or missing fuseray
+    gives no pairing."""
+    from fuseray import config
+
+    monkeypatch.setattr(config, "device", "cpu")
+    frameworks = {"fuseray": gpu.FuserayFW(), "torch.compile": gpu.NumPyFW(),
+                  "jax.jit": gpu.NumPyFW()}
+    rows = {"fuseray": {"correct": True, "median_ms": 1.0},
+            "torch.compile": {"correct": True, "median_ms": 2.0},
+            "jax.jit": {"correct": True, "median_ms": 1.5}}
+    host = workloads.inputs("triad", 1 << 12, np.random.default_rng(1))
+    p = gpu.paired_against_best_peer(frameworks, "triad", rows, host, rounds=3)
+    assert p["peer"] == "jax.jit" and p["rounds"] == 3
+    for q1, q2, q3 in (p["speed"], p["aa"]):
+        assert 0 < q1 <= q2 <= q3
+    assert gpu.paired_verdict(p) in ("ahead", "behind", "tie")
+    assert gpu.paired_verdict({"speed": (1.01, 1.02, 1.03)}) == "ahead"
+    assert gpu.paired_verdict({"speed": (0.97, 0.98, 0.99)}) == "behind"
+    assert gpu.paired_verdict({"speed": (0.99, 1.0, 1.01)}) == "tie"
+    table = gpu.markdown_table({"gpu": "cpu", "date": "d", "copy_gbps": 1.0, "n": 1,
+                                "workloads": {"triad": {}}, "paired": {"triad": p}})
+    assert "| triad | jax.jit | x" in table
+    rows["fuseray"]["correct"] = False
+    assert gpu.paired_against_best_peer(frameworks, "triad", rows, host, rounds=3) is None
+    assert gpu.paired_against_best_peer({"fuseray": frameworks["fuseray"]}, "triad",
+                                        {"fuseray": {"correct": True}}, host, 3) is None
