@@ -171,6 +171,13 @@ def apply_step(xp, step, values):
     return xp.swapaxes(x, 0, -1) if x.ndim else x
 
 
+VAR_PLUS_TAKE_OF_ITS_INPUT = [
+    ([(shape, "float64", 0)],
+     [("reduce", "var", 0, 0, False), ("select", "take", 0, 0, 0), ("binary", "add", 1, 2)])
+    for shape in ((1,), (5,))
+]
+
+
 @given(programs())
 # a reduction read directly by another ((x * x).sum(axis=1).max()): once a CodegenError
 @example(([((4, 5), "float32", 1)], [("binary", "multiply", 0, 0), ("reduce", "sum", 1, 1, False),
@@ -182,6 +189,11 @@ def apply_step(xp, step, values):
           [("unary", "arccos", 0), ("scalar", "copysign", 2, 2, False), ("binary", "add", 1, 3)]))
 @example(([((1,), "float64", 0)],
           [("unary", "expm1", 0), ("view", "reverse", 1), ("binary", "fmod", 1, 2)]))
+# x.var() + take(x, ...) in one row kernel (and, over 5 elements, one reduce kernel): the take's
+# source is read in full too, two accesses of one buffer, whose register cache was declared twice
+# (found by CI's compile-all on the dev profile)
+@example(VAR_PLUS_TAKE_OF_ITS_INPUT[0])
+@example(VAR_PLUS_TAKE_OF_ITS_INPUT[1])
 def test_random_graphs_match_numpy(program):
     check_program(program)
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 
 import fuseray as fr
 from fuseray import config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from test_backend_gpu import _gpu  # noqa: E402
-from test_hypothesis import programs  # noqa: E402
+from test_hypothesis import VAR_PLUS_TAKE_OF_ITS_INPUT, programs  # noqa: E402
 from test_numba_hypothesis import assert_same_values, build  # noqa: E402
 
 pytestmark = [
@@ -44,6 +44,8 @@ def compute_on(device: str, leaves, steps) -> list[np.ndarray | None] | None:
 @settings(max_examples=int(os.environ.get("FUSERAY_GPU_HYPOTHESIS_EXAMPLES", "60")),
           deadline=None, suppress_health_check=list(HealthCheck))
 @given(programs())
+@example(VAR_PLUS_TAKE_OF_ITS_INPUT[0])
+@example(VAR_PLUS_TAKE_OF_ITS_INPUT[1])
 def test_random_graphs_on_the_gpu_match_the_interpreter(program):
     leaves, steps = program
     assert_same_values(compute_on("cpu", leaves, steps), compute_on("cuda", leaves, steps))

@@ -121,7 +121,8 @@ def cache_plan(m: KernelModel) -> CachePlan:
         # Registers bound these kernels, not arithmetic: softmax caching exp(x - max) as well as
         # x took 125 registers (16 warps per SM) and ran at 40% of the copy bandwidth.
         before.update(a.head for a in accesses)
-    return CachePlan(cones, [a.head for a in m.accesses if a.head in cached])
+    # one slot array a head, though a take's source may also be read in full (two accesses)
+    return CachePlan(cones, list(dict.fromkeys(a.head for a in m.accesses if a.head in cached)))
 
 
 def cached_itemsizes(m: KernelModel) -> tuple[int, ...]:

@@ -458,7 +458,8 @@ def full_cone(
             nodes.add(r.node)
             todo.extend(m.deps(r.node))
     order = [n for n in m.computed if n in nodes]
-    reused_order = [a.head for a in m.accesses if a.head in reused]
+    # one entry a head: a take's source may be read in full too (two accesses, one head)
+    reused_order = list(dict.fromkeys(a.head for a in m.accesses if a.head in reused))
     reused_order += [n for n in m.computed if n in reused]
     return order, [m.accesses[i] for i in sorted(accesses)], reused_order
 
