@@ -348,21 +348,29 @@ def paired_ratio_quartiles(times: list, base: list) -> tuple[float, float, float
     return q1, q2, q3
 
 
-def interleaved_batches(entries: dict, rounds: int) -> dict:
-    """label -> seconds per call of one timed batch per round for each (call, sync) of
-    ``entries``, taken in a new (seeded) order every round, so that no entry always runs first
-    and entries of one round share the machine's state of that moment."""
+def interleaved_rounds(entries: dict, rounds: int, time_one: Callable,
+                       shuffle: bool = True) -> dict:
+    """label -> ``time_one(label, call, sync)`` of each (call, sync) of ``entries``, once a round
+    for ``rounds`` rounds; ``shuffle`` takes them in a new (seeded) order every round, so that no
+    entry always runs first and entries of one round share the machine's state of that moment."""
     import random
 
-    batches = {label: batch_size(call, sync) for label, (call, sync) in entries.items()}
     times: dict = {label: [] for label in entries}
     order = list(entries)
     for r in range(rounds):
-        random.Random(r).shuffle(order)
+        if shuffle:
+            random.Random(r).shuffle(order)
         for label in order:
-            call, sync = entries[label]
-            times[label].append(time_calls(call, sync, 1, batches[label]))
+            times[label].append(time_one(label, *entries[label]))
     return times
+
+
+def interleaved_batches(entries: dict, rounds: int) -> dict:
+    """``interleaved_rounds`` of one timed batch (seconds per call) each, every entry's batch
+    sized once."""
+    batches = {label: batch_size(call, sync) for label, (call, sync) in entries.items()}
+    return interleaved_rounds(
+        entries, rounds, lambda label, call, sync: time_calls(call, sync, 1, batches[label]))
 
 
 PAIRED_PEERS = ("torch.compile", "jax.jit")

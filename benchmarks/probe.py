@@ -1432,20 +1432,13 @@ def interleaved(runs: dict, nbytes: int, rounds: int = 5, shuffle: bool = False,
     ``control`` times the first entry a second time under its own label (an A/A pair): how far
     its ratio is from 1 is the noise floor of this probe on this machine (G35 saw 1.9%).
     Returns label -> the per-round times."""
-    import random
-
-    from gpu import paired_ratio_quartiles
+    from gpu import interleaved_rounds, paired_ratio_quartiles
 
     if control:
         first_label, first = next(iter(runs.items()))
         runs = {**runs, f"{first_label} again (A/A control)": first}
-    results: dict = {label: [] for label in runs}
-    order = list(runs.items())
-    for r in range(rounds):
-        if shuffle:
-            random.Random(r).shuffle(order)
-        for label, (call, sync) in order:
-            results[label].append(timed_with(call, sync, 10, batch))
+    results = interleaved_rounds(
+        runs, rounds, lambda label, call, sync: timed_with(call, sync, 10, batch), shuffle)
     base = next(iter(results.values()))
     for label, ts in results.items():
         q1, q2, q3 = paired_ratio_quartiles(ts, base)

@@ -50,7 +50,7 @@ from .codegen import (
     zero,
 )
 from .codegen_index import row_take
-from .model import Access, KernelModel, Layout, Output, full_cone
+from .model import Access, KernelModel, Layout, Output, access_heads, full_cone
 
 _OPS = {
     "sum": "FrSum",
@@ -121,8 +121,7 @@ def cache_plan(m: KernelModel) -> CachePlan:
         # Registers bound these kernels, not arithmetic: softmax caching exp(x - max) as well as
         # x took 125 registers (16 warps per SM) and ran at 40% of the copy bandwidth.
         before.update(a.head for a in accesses)
-    # one slot array a head, though a take's source may also be read in full (two accesses)
-    return CachePlan(cones, list(dict.fromkeys(a.head for a in m.accesses if a.head in cached)))
+    return CachePlan(cones, access_heads(m, cached))
 
 
 def cached_itemsizes(m: KernelModel) -> tuple[int, ...]:

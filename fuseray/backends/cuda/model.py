@@ -430,6 +430,13 @@ def _row_reads(m: KernelModel, root: Node, reductions: set[Node]) -> set[Node]:
     return out
 
 
+def access_heads(m: KernelModel, keep) -> list[Node]:
+    """The heads in ``keep`` of ``m``'s accesses, in access order, each once: one buffer can be
+    two accesses (read in full and as a take's source), and caches and reused values are kept
+    per head."""
+    return list(dict.fromkeys(a.head for a in m.accesses if a.head in keep))
+
+
 def full_cone(
     m: KernelModel, roots: list[Node], stop: frozenset = frozenset()
 ) -> tuple[list[Node], list[Access], list[Node]]:
@@ -458,9 +465,7 @@ def full_cone(
             nodes.add(r.node)
             todo.extend(m.deps(r.node))
     order = [n for n in m.computed if n in nodes]
-    # one entry a head: a take's source may be read in full too (two accesses, one head)
-    reused_order = list(dict.fromkeys(a.head for a in m.accesses if a.head in reused))
-    reused_order += [n for n in m.computed if n in reused]
+    reused_order = access_heads(m, reused) + [n for n in m.computed if n in reused]
     return order, [m.accesses[i] for i in sorted(accesses)], reused_order
 
 
