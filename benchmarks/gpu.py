@@ -54,6 +54,15 @@ class Framework:
     def make(self, workload: str) -> Callable:
         raise NotImplementedError
 
+    def function(self, workload: str) -> Callable:
+        """``make(workload)``, once per framework and workload, so that the table and the
+        pairing time one compiled function (a second ``torch.compile`` of a function is a
+        second compile, with its own choices)."""
+        made = self.__dict__.setdefault("_made", {})
+        if workload not in made:
+            made[workload] = self.make(workload)
+        return made[workload]
+
     def sync(self) -> None:
         pass
 
@@ -394,7 +403,7 @@ def paired_against_best_peer(frameworks: dict, workload: str, rows: dict, host_i
     try:
         for name in ("fuseray", peer):
             fw = frameworks[name]
-            call = evaluating(fw.make(workload), [fw.to_device(a) for a in host_inputs])
+            call = evaluating(fw.function(workload), [fw.to_device(a) for a in host_inputs])
             call()
             fw.sync()
             fw.settle()
@@ -407,7 +416,8 @@ def paired_against_best_peer(frameworks: dict, workload: str, rows: dict, host_i
             frameworks[name].free()
     return {"peer": peer, "rounds": rounds,
             "speed": paired_ratio_quartiles(times[peer], times["fuseray"]),
-            "aa": paired_ratio_quartiles(times["fuseray (A/A)"], times["fuseray"])}
+            "aa": paired_ratio_quartiles(times["fuseray (A/A)"], times["fuseray"]),
+            "median_ms": {label: statistics.median(ts) * 1e3 for label, ts in times.items()}}
 
 
 def paired_verdict(p: dict) -> str:
@@ -430,7 +440,7 @@ def copy_ceiling(n: int) -> float:
 
 
 def bench_workload(fw: Framework, workload: str, host_inputs, reference, repeat: int) -> dict:
-    fn = fw.make(workload)
+    fn = fw.function(workload)
     args = [fw.to_device(a) for a in host_inputs]
     fw.sync()
     fw.reset_peak()
@@ -608,9 +618,10 @@ def main(argv=None) -> dict:
                 results.setdefault("paired", {})[wl] = paired
                 q1, q2, q3 = paired["speed"]
                 a1, a2, a3 = paired["aa"]
+                ms = ", ".join(f"{k} {v:.4f} ms" for k, v in paired["median_ms"].items())
                 print(f"  {wl:>14} paired with {paired['peer']}: fuseray speed x{q2:.3f} "
                       f"[{q1:.3f}, {q3:.3f}], A/A x{a2:.3f} [{a1:.3f}, {a3:.3f}]: "
-                      f"{paired_verdict(paired)}")
+                      f"{paired_verdict(paired)} (medians: {ms})")
         Path(args.json).write_text(json.dumps(results, indent=1))  # partial results survive
     results["small_triad_us"] = {}
     for name, fw in frameworks.items():

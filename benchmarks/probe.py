@@ -2093,7 +2093,46 @@ def probe_bshints() -> None:
     interleaved(runs, 20 * N, rounds=15, shuffle=True, batch=None, control=True)
 
 
-SECTIONS = {"bshints": probe_bshints, "splitend": probe_splitend, "colsumload": probe_colsumload,
+def probe_pairing() -> None:
+    """Why the suite's paired rounds and its table disagreed (H100, 2026-12-07: sumsq's table had
+    torch.compile 0.7% ahead, its pairing fuseray 8% ahead): each entry's batch size (sized as
+    the pairing sizes it, three times) and its time as the table measures it, then the
+    pairing's interleaved batches, for fuseray, torch.compile and a second torch.compile of the
+    same function (the pairing makes its own), with dynamo's compile counters."""
+    import gpu
+    import torch
+
+    import workloads
+
+    for wl in ("sumsq", "black_scholes"):
+        host = workloads.inputs(wl, N, np.random.default_rng(0))
+        nbytes = sum(a.nbytes for a in host) + (0 if wl == "sumsq" else 2 * host[0].nbytes)
+        fws = {name: gpu.FRAMEWORKS[name]() for name in ("fuseray", "torch.compile")}
+        entries = {}
+        for label, name in (("fuseray", "fuseray"), ("torch.compile", "torch.compile"),
+                            ("torch.compile, second make", "torch.compile")):
+            fw = fws[name]
+            call = gpu.evaluating(fw.make(wl), [fw.to_device(a) for a in host])
+            call()
+            fw.sync()
+            fw.settle()
+            sizes = [gpu.batch_size(call, fw.sync) for _ in range(3)]
+            report(f"{wl} {label}: table's median, batches sized {sizes}",
+                   gpu.time_calls(call, fw.sync, 20), nbytes)
+            entries[label] = (call, fw.sync)
+        stats = {k: dict(v) for k, v in torch._dynamo.utils.counters.items() if v}
+        print(f"dynamo counters: {stats}"[:600], flush=True)
+        times = gpu.interleaved_batches(entries, 15)
+        base = times["fuseray"]
+        for label, ts in times.items():
+            q1, q2, q3 = gpu.paired_ratio_quartiles(base, ts)
+            report(f"{wl} {label}: pairing's median", statistics.median(ts), nbytes,
+                   f"  fuseray's speed over it x{q2:.3f} [{q1:.3f}, {q3:.3f}]")
+        entries.clear()
+
+
+SECTIONS = {"pairing": probe_pairing, "bshints": probe_bshints, "splitend": probe_splitend,
+            "colsumload": probe_colsumload,
             "splitgeom": probe_splitgeom,
             "sumsqsplit": probe_sumsqsplit,
             "callsite": probe_callsite, "sumsqhints": probe_sumsqhints, "ncu": probe_ncu,

@@ -112,3 +112,23 @@ def test_paired_against_best_peer_times_fuseray_beside_the_faster_peer(monkeypat
     assert gpu.paired_against_best_peer(frameworks, "triad", rows, host, rounds=3) is None
     assert gpu.paired_against_best_peer({"fuseray": frameworks["fuseray"]}, "triad",
                                         {"fuseray": {"correct": True}}, host, 3) is None
+
+
+def test_the_table_and_the_pairing_time_one_made_function_per_workload(monkeypatch):
+    """A framework's function for a workload is made once: a second ``torch.compile`` of one
+    function is a second compile, and the pairing must time what the table timed."""
+    from fuseray import config
+
+    monkeypatch.setattr(config, "device", "cpu")
+    made = []
+    frameworks = {"fuseray": gpu.FuserayFW(), "jax.jit": gpu.NumPyFW()}
+    for fw in frameworks.values():
+        make = fw.make
+        monkeypatch.setattr(fw, "make", lambda wl, make=make, fw=fw: made.append(fw) or make(wl))
+    host = workloads.inputs("triad", 1 << 12, np.random.default_rng(2))
+    ref = workloads.triad(np, *(a.astype(np.float64) for a in host))
+    rows = {name: {**gpu.bench_workload(fw, "triad", host, ref, repeat=3), "correct": True}
+            for name, fw in frameworks.items()}
+    assert all(r["rel_error"] < 1e-6 for r in rows.values())
+    assert gpu.paired_against_best_peer(frameworks, "triad", rows, host, rounds=2)["median_ms"]
+    assert made == list(frameworks.values())
