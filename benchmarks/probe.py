@@ -2104,10 +2104,10 @@ def probe_pairing() -> None:
 
     import workloads
 
+    fws = {name: gpu.FRAMEWORKS[name]() for name in ("fuseray", "torch.compile")}
     for wl in ("sumsq", "black_scholes"):
         host = workloads.inputs(wl, N, np.random.default_rng(0))
         nbytes = sum(a.nbytes for a in host) + (0 if wl == "sumsq" else 2 * host[0].nbytes)
-        fws = {name: gpu.FRAMEWORKS[name]() for name in ("fuseray", "torch.compile")}
         entries = {}
         for label, name in (("fuseray", "fuseray"), ("torch.compile", "torch.compile"),
                             ("torch.compile, second make", "torch.compile")):
@@ -2125,7 +2125,7 @@ def probe_pairing() -> None:
         times = gpu.interleaved_batches(entries, 15)
         base = times["fuseray"]
         for label, ts in times.items():
-            q1, q2, q3 = gpu.paired_ratio_quartiles(base, ts)
+            q1, q2, q3 = gpu.paired_ratio_quartiles(ts, base)  # its time / fuseray's
             report(f"{wl} {label}: pairing's median", statistics.median(ts), nbytes,
                    f"  fuseray's speed over it x{q2:.3f} [{q1:.3f}, {q3:.3f}]")
         entries.clear()
