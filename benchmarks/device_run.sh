@@ -4,7 +4,7 @@
 #   OUT=dir PARTS="tests bench" bash benchmarks/device_run.sh
 #   OUT=dir PARTS=probe PROBES="rowsched hostcost" bash benchmarks/device_run.sh
 # FRAMEWORKS (comma-separated) narrows the suite, e.g. to leave out NumPy's slow CPU runs;
-# WORKLOADS (comma-separated) narrows it to some workloads.
+# WORKLOADS (comma-separated) narrows it to some workloads; TESTS (test paths) narrows the tests.
 # Everything lands under $OUT: logs, the benchmark JSON/markdown/PNG. Each part has a time
 # limit (seconds: TESTS_T, BENCH_T, PROBE_T) so that what finished comes back. A device call is limited
 # to 10 minutes: run PARTS=tests and PARTS=bench as two calls.
@@ -19,7 +19,8 @@ export FUSERAY_COMPILE_ALL=0
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; date -u; } > "$OUT/machine.txt"
 
 if [[ " $PARTS " == *" tests "* ]]; then
-    timeout "${TESTS_T:-420}" python3 -m pytest tests/cuda -m gpu -q -p no:cacheprovider -rfs \
+    # shellcheck disable=SC2086
+    timeout "${TESTS_T:-420}" python3 -m pytest ${TESTS:-tests/cuda} -m gpu -q -p no:cacheprovider -rfs \
         --tb=short > "$OUT/gpu-tests.log" 2>&1
     tail -n 15 "$OUT/gpu-tests.log"
 fi
