@@ -264,3 +264,22 @@ def test_the_site_checks_what_it_is_built_from():
              (1, 1, 1, 1, 1, 1, 0), 0, (None,) * 9 + (0, 0))
     with pytest.raises(RuntimeError, match="not initialised"):
         Site.__new__(Site)(())
+
+
+def test_unfiled_blocks_cannot_be_taken_by_an_allocation_already_under_way(fake_one_gpu):
+    """An allocation looks up its file before it takes the pool's lock. If another thread
+    frees that file meanwhile (an out-of-memory retry, a stream collected), the file it holds
+    must be empty, or the block would be both freed and handed out."""
+    from fuseray.backends.cuda import streams
+
+    stream = streams.get_current_stream(0)
+    blocks = [memory.DeviceMemory(4096, stream) for _ in range(3)]
+    ptrs = {b.ptr for b in blocks}
+    blocks.clear()
+    filed = memory._recycled[(id(stream), 4096)]  # what the allocation found
+    assert set(filed) == ptrs
+    frees = fake_one_gpu.calls["cuMemFreeAsync"]
+    memory._unfile(id(stream), stream)  # the other thread
+    assert fake_one_gpu.calls["cuMemFreeAsync"] == frees + 3
+    assert filed == [] and memory._recycled_bytes[0] == 0
+    assert memory.DeviceMemory(4096, stream).ptr not in ptrs  # a new block from the driver

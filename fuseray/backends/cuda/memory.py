@@ -233,6 +233,9 @@ def _unfile(filer_id: int, stream: BaseStream) -> None:
             filed = _recycled.pop((filer_id, size))
             _recycled_bytes[stream.device_id] -= size * len(filed)
             ptrs += filed
+            # emptied, not only unlinked: an allocation that found this file before the lock
+            # was taken here (in another thread) must not take a block freed below
+            filed.clear()
     for ptr in ptrs:
         _free(ptr, stream.device_id, stream)
 
