@@ -283,3 +283,38 @@ def test_unfiled_blocks_cannot_be_taken_by_an_allocation_already_under_way(fake_
     assert fake_one_gpu.calls["cuMemFreeAsync"] == frees + 3
     assert filed == [] and memory._recycled_bytes[0] == 0
     assert memory.DeviceMemory(4096, stream).ptr not in ptrs  # a new block from the driver
+
+
+def test_a_release_nested_by_garbage_collection_loses_nothing(fake_one_gpu, monkeypatch):
+    """A collection inside _release (its lock is re-entrant) runs another DeviceMemory's
+    __del__ for the same stream and size: both blocks are filed and counted, whatever step of
+    the first release the collection starts at."""
+    import gc
+
+    from fuseray.backends.cuda import streams
+
+    stream = streams.get_current_stream(0)
+
+    class Cycle:  # collected only by the garbage collector
+        pass
+
+    inconsistent = 0
+    for threshold in range(1, 6):
+        for _ in range(10):
+            for name in ("_recycled", "_filers", "_recycled_bytes"):
+                monkeypatch.setattr(memory, name, {})
+            gc.collect()
+            c = Cycle()
+            c.c, c.m = c, memory.DeviceMemory(4096, stream)
+            del c
+            second = memory.DeviceMemory(4096, stream)
+            old = gc.get_threshold()
+            gc.set_threshold(threshold)  # a collection at (nearly) every allocation
+            try:
+                del second
+            finally:
+                gc.set_threshold(*old)
+            gc.collect()
+            filed = sum(len(ptrs) for ptrs in memory._recycled.values())
+            inconsistent += filed != 2 or memory._recycled_bytes.get(0) != 2 * 4096
+    assert inconsistent == 0

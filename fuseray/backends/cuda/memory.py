@@ -204,20 +204,29 @@ def _allocate(size: int, stream: BaseStream) -> int:
     return int(ptr)
 
 
+# Garbage collection can run a DeviceMemory.__del__, so a _release, inside this thread's own
+# critical section: a collection starts at an allocation of a container (Python 3.10, 3.11), or
+# at a call or a loop's jump (3.12 on); the lock is re-entrant and lets it in. So every update
+# of the pool's state below is one step in which no collection can start (a setdefault, an
+# append, a ``+=`` on an int), never a read, a call, then a write: a nested release then falls
+# between two updates, each complete. Only the limit check reads ahead, and a nested block can
+# only make the files overshoot the limit by its own size.
+
+
 def _release(ptr: int, size: int, stream: BaseStream) -> None:
     device_id = stream.device_id
     if size <= _SMALL_BLOCK:
         key = (id(stream), size)
+        new: list[int] = []  # allocated before the lock: see above
         _recycle_lock.acquire()  # (see _allocate)
         try:
-            held = _recycled_bytes.get(device_id, 0)
-            if held + size <= _RECYCLE_LIMIT:
-                _recycled_bytes[device_id] = held + size
-                filed = _recycled.get(key)
-                if filed is None:
-                    filed = _recycled[key] = []
+            if _recycled_bytes.get(device_id, 0) + size <= _RECYCLE_LIMIT:
+                filed = _recycled.setdefault(key, new)
+                if filed is new:
                     _filers.setdefault(key[0], (weakref.ref(stream), set()))[1].add(size)
                 filed.append(ptr)
+                _recycled_bytes.setdefault(device_id, 0)
+                _recycled_bytes[device_id] += size
                 return
         finally:
             _recycle_lock.release()
@@ -230,12 +239,14 @@ def _unfile(filer_id: int, stream: BaseStream) -> None:
         _, sizes = _filers.pop(filer_id, (None, ()))
         ptrs = []
         for size in sizes:
+            # (see _release: single steps) a release nested here files into a new list
             filed = _recycled.pop((filer_id, size))
-            _recycled_bytes[stream.device_id] -= size * len(filed)
+            count = len(filed)
             ptrs += filed
             # emptied, not only unlinked: an allocation that found this file before the lock
             # was taken here (in another thread) must not take a block freed below
             filed.clear()
+            _recycled_bytes[stream.device_id] -= size * count
     for ptr in ptrs:
         _free(ptr, stream.device_id, stream)
 
