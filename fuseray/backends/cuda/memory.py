@@ -209,21 +209,24 @@ def _allocate(size: int, stream: BaseStream) -> int:
 # at a call or a loop's jump (3.12 on); the lock is re-entrant and lets it in. So every update
 # of the pool's state below is one step in which no collection can start (a setdefault, an
 # append, a ``+=`` on an int), never a read, a call, then a write: a nested release then falls
-# between two updates, each complete. Only the limit check reads ahead, and a nested block can
-# only make the files overshoot the limit by its own size.
+# between two updates, each complete (a new file's list is inserted with setdefault, which keeps
+# one a nested release inserted first). Only the limit check reads ahead, and a nested block
+# can only make the files overshoot the limit by its own size.
 
 
 def _release(ptr: int, size: int, stream: BaseStream) -> None:
     device_id = stream.device_id
     if size <= _SMALL_BLOCK:
         key = (id(stream), size)
-        new: list[int] = []  # allocated before the lock: see above
         _recycle_lock.acquire()  # (see _allocate)
         try:
             if _recycled_bytes.get(device_id, 0) + size <= _RECYCLE_LIMIT:
-                filed = _recycled.setdefault(key, new)
-                if filed is new:
-                    _filers.setdefault(key[0], (weakref.ref(stream), set()))[1].add(size)
+                filed = _recycled.get(key)
+                if filed is None:  # the first block of its size: a new list (see above)
+                    new: list[int] = []
+                    filed = _recycled.setdefault(key, new)
+                    if filed is new:
+                        _filers.setdefault(key[0], (weakref.ref(stream), set()))[1].add(size)
                 filed.append(ptr)
                 _recycled_bytes.setdefault(device_id, 0)
                 _recycled_bytes[device_id] += size
