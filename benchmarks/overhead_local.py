@@ -76,6 +76,7 @@ class FakeDriver:
         self.calls: collections.Counter = collections.Counter()  # every call but the launch
         self.launches: list = []  # (device id, stream handle) of each launch
         self.raw_status = 0  # what raw_launch answers instead of launching, when not 0
+        self.refuse_allocations = 0  # how many allocations to answer out of memory
         self._thread = threading.local()  # .current: context handle (0: none), .pushed: stack
         self.devices_of = {_CONTEXT_BASE + i: i for i in range(devices)}  # context -> device
         self.next_ptr = 0x7F0000000000
@@ -192,9 +193,13 @@ class FakeDriver:
         return (_SUCCESS, (1 << 64) - 1)
 
     cuMemPoolSetAttribute = _succeeds("cuMemPoolSetAttribute")
+    cuMemPoolTrimTo = _succeeds("cuMemPoolTrimTo")
 
     def cuMemAllocAsync(self, size, stream):
         self._call("cuMemAllocAsync")
+        if self.refuse_allocations:
+            self.refuse_allocations -= 1
+            return (self._real.CUresult.CUDA_ERROR_OUT_OF_MEMORY, None)
         ptr = self.next_ptr
         self.next_ptr += (int(size) + 0xFFFF) & ~0xFFFF
         return (_SUCCESS, self._real.CUdeviceptr(ptr))

@@ -339,8 +339,7 @@ class Jitted:
             make = getattr(inst.direct, "site", None)
             slot = inst.out_slots[0]
             if make is not None and trace.out_tree is None and slot is not None:
-                site = make(args, leaves, slot, wrap=_wrap_value, array_type=ndarray,
-                            trace_state=_trace_state)
+                site = make(args, leaves, slot)
             site = hit[2] = site or False
         return site or None
 
@@ -377,7 +376,8 @@ class Jitted:
 
 
 def _wrap_value(value) -> ndarray:
-    """A call's output as a fuseray array (also the compiled call site's ``wrap``)."""
+    """A call's output as a fuseray array (the compiled call site makes the same objects in C:
+    ``_callsite.c``'s ``wrap_output``)."""
     return ndarray(leaf_node(value))
 
 

@@ -5,17 +5,21 @@ after an error. (Results on a real GPU: ``test_runtime_gpu.py``.)"""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import gc
 import os
 import threading
+import weakref
 
 import numpy as np
 import pytest
 
 import fuseray as fr
 from fuseray import config
-from fuseray.array import _trace_state
-from fuseray.backends.cuda import driver, launch, memory
+from fuseray.array import _trace_state, ndarray
+from fuseray.backends.cuda import driver, launch, memory, streams
+from fuseray.graph import Buffer, Node
 
 built = pytest.mark.skipif(launch._callsite is None, reason="the C call site is not built")
 
@@ -255,13 +259,21 @@ def test_calls_from_several_threads(fake_one_gpu):
 
 @built
 def test_the_site_checks_what_it_is_built_from():
+    launch._bind_callsite()
     Site = launch._callsite.Site
+
+    def env(address):
+        return (None, {}, None, None, None, 0, address)
+
     with pytest.raises(ValueError, match="one code per kernel argument"):
         Site((), (), (((), np.dtype(np.float32), (), 0),), (), (), b"QQ", None,
-             (1, 1, 1, 1, 1, 1, 0), 0, (None,) * 9 + (1, 0))
+             (1, 1, 1, 1, 1, 1, 0), 0, env(1))
     with pytest.raises(ValueError, match="no launch address"):
         Site((), (), (((), np.dtype(np.float32), (), 0),), (), (), b"Q", None,
-             (1, 1, 1, 1, 1, 1, 0), 0, (None,) * 9 + (0, 0))
+             (1, 1, 1, 1, 1, 1, 0), 0, env(0))
+    with pytest.raises(ValueError, match="env takes"):
+        Site((), (), (((), np.dtype(np.float32), (), 0),), (), (), b"Q", None,
+             (1, 1, 1, 1, 1, 1, 0), 0, env(1)[:-1])
     with pytest.raises(RuntimeError, match="not initialised"):
         Site.__new__(Site)(())
 
@@ -270,8 +282,6 @@ def test_unfiled_blocks_cannot_be_taken_by_an_allocation_already_under_way(fake_
     """An allocation looks up its file before it takes the pool's lock. If another thread
     frees that file meanwhile (an out-of-memory retry, a stream collected), the file it holds
     must be empty, or the block would be both freed and handed out."""
-    from fuseray.backends.cuda import streams
-
     stream = streams.get_current_stream(0)
     blocks = [memory.DeviceMemory(4096, stream) for _ in range(3)]
     ptrs = {b.ptr for b in blocks}
@@ -285,14 +295,12 @@ def test_unfiled_blocks_cannot_be_taken_by_an_allocation_already_under_way(fake_
     assert memory.DeviceMemory(4096, stream).ptr not in ptrs  # a new block from the driver
 
 
-def test_a_release_nested_by_garbage_collection_loses_nothing(fake_one_gpu, monkeypatch):
+@pytest.mark.parametrize("delete", ["python", "c"])
+def test_a_release_nested_by_garbage_collection_loses_nothing(fake_one_gpu, monkeypatch, delete):
     """A collection inside _release (its lock is re-entrant) runs another DeviceMemory's
     __del__ for the same stream and size: both blocks are filed and counted, whatever step of
-    the first release the collection starts at."""
-    import gc
-
-    from fuseray.backends.cuda import streams
-
+    the first release the collection starts at; with the Python __del__ and the C one."""
+    monkeypatch.setattr(memory.DeviceMemory, "__del__", del_of(delete))
     stream = streams.get_current_stream(0)
 
     class Cycle:  # collected only by the garbage collector
@@ -318,3 +326,185 @@ def test_a_release_nested_by_garbage_collection_loses_nothing(fake_one_gpu, monk
             filed = sum(len(ptrs) for ptrs in memory._recycled.values())
             inconsistent += filed != 2 or memory._recycled_bytes.get(0) != 2 * 4096
     assert inconsistent == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# the result's objects and the pool, made and kept in C
+# ---------------------------------------------------------------------------------------------
+
+
+def del_of(which: str):
+    """DeviceMemory's Python ``__del__``, or the C one that ``bind`` returns."""
+    if which == "python":
+        return memory._python_del
+    if launch._callsite is None:
+        pytest.skip("the C call site is not built")
+    launch._bind_callsite()
+    return launch._callsite.bind(ndarray, Node, Buffer, memory.DeviceArray, memory.DeviceMemory,
+                                 vars(memory))
+
+
+def objects_of(out) -> list:
+    """The five objects behind a call's result: ndarray, Node, Buffer, DeviceArray, DeviceMemory."""
+    node = out._node
+    buffer = node.arg[0]
+    return [out, node, buffer, buffer.value, buffer.value.memory]
+
+
+def slots_of(obj) -> list[str]:
+    return [name for name in type(obj).__slots__ if name != "__weakref__"]
+
+
+def check_pool(kept: list) -> None:
+    """No block filed twice or filed while a kept result holds it; no two results share a block;
+    the pool's byte count is the sum of its files."""
+    filed = [ptr for ptrs in memory._recycled.values() for ptr in ptrs]
+    live = [out._node.value.ptr for out in kept]
+    assert len(set(filed)) == len(filed)
+    assert len(set(live)) == len(live)
+    assert not set(live) & set(filed)
+    assert memory._recycled_bytes.get(0, 0) == sum(
+        size * len(ptrs) for (_, size), ptrs in memory._recycled.items())
+
+
+@built
+def test_the_result_is_made_as_the_python_path_makes_it(fake_one_gpu, monkeypatch):
+    """Slot for slot, the site's five result objects are the Python path's: the same types and
+    values but for what is new per call (pointers, serials, the objects themselves)."""
+    f = fr.jit(lambda a, b: a * b + 1)
+    x, y = arrays(1000)
+    warm(f, x, y)
+    fake_one_gpu.raw_slots = None
+    by_site = f(x, y)
+    assert fake_one_gpu.raw_slots is not None  # the site launched it
+    with monkeypatch.context() as m:
+        m.setattr(config, "compiled_calls", False)
+        by_python = f(x, y)
+    per_call = {"_node", "arg", "_hash", "value", "serial", "memory", "ptr"}
+    for ours, theirs in zip(objects_of(by_site), objects_of(by_python)):
+        assert type(ours) is type(theirs)
+        assert gc.is_tracked(ours) == gc.is_tracked(theirs)
+        assert weakref.ref(ours)() is ours
+        for name in slots_of(ours):
+            a, b = getattr(ours, name), getattr(theirs, name)
+            if name not in per_call:
+                assert type(a) is type(b) and a == b, name
+    out, node, buffer, value, mem = objects_of(by_site)
+    assert node.arg == (buffer, value.shape) and node.shape == value.shape == (1000,)
+    assert hash(node) == node._hash == buffer.serial == by_python._node.arg[0].serial - 1
+    assert node.key == f"buffer-{buffer.serial:x}" and node.op == "buffer"
+    assert value.ptr == mem.ptr != by_python._node.value.ptr
+    assert mem.size == memory.block_size(4000) == 4096 and mem.stream is by_python._node.value.stream
+    assert mem.device_id == 0 and value.is_c_contiguous
+    assert (out + 1).shape == (1000,)  # it joins a larger graph as any leaf does
+
+
+@built
+def test_bind_takes_only_the_classes_it_knows(fake_one_gpu):
+    launch._bind_callsite()
+    bind = launch._callsite.bind
+    real = [ndarray, Node, Buffer, memory.DeviceArray, memory.DeviceMemory]
+
+    class Extra:  # a slot C does not know: it would be left unset
+        __slots__ = ("device_id", "ptr", "size", "stream", "owner", "__weakref__")
+
+    class Missing:  # no __weakref__
+        __slots__ = ("device_id", "ptr", "size", "stream")
+
+    class Derived(memory.DeviceMemory):
+        __slots__ = ()
+
+    class Same:  # the right slots, but another class than the one bound
+        __slots__ = ("device_id", "ptr", "size", "stream", "__weakref__")
+
+    for cls in (Extra, Missing, Derived):
+        with pytest.raises(TypeError, match="exactly the __slots__"):
+            bind(*real[:4], cls, vars(memory))
+    with pytest.raises(ValueError, match="other classes were bound"):
+        bind(*real[:4], Same, vars(memory))
+    with pytest.raises(TypeError):
+        bind(*real[:4])
+    assert callable(bind(*real, vars(memory)))  # the same classes again: fine
+
+
+@built
+def test_the_pool_stays_consistent_across_both_paths_and_streams(fake_one_gpu, monkeypatch):
+    """400 calls, each through the site or the Python path at random, on the default stream or
+    another, with some results kept and dropped later: the pool's invariants hold after each."""
+    f = fr.jit(lambda a, b: a + b)
+    x, y = arrays()
+    warm(f, x, y)
+    rng = np.random.default_rng(0)
+    other = fr.cuda.Stream()
+    kept: list = []
+    by_site = 0
+    for _ in range(400):
+        compiled = bool(rng.random() < 0.6)
+        monkeypatch.setattr(config, "compiled_calls", compiled)
+        fake_one_gpu.raw_slots = None
+        with other if rng.random() < 0.3 else contextlib.nullcontext():
+            out = f(x, y)
+        by_site += fake_one_gpu.raw_slots is not None
+        assert (fake_one_gpu.raw_slots is not None) == compiled
+        if rng.random() < 0.25:
+            kept.append(out)
+        if kept and rng.random() < 0.15:
+            kept.pop(int(rng.integers(len(kept))))
+        del out
+        check_pool(kept)
+    assert 200 < by_site < 300 and len(memory._recycled) == 2  # a file per stream
+    kept.clear()
+    check_pool(kept)
+
+
+def pool_state(ptr: int) -> tuple:
+    """The pool's files (size, length, whether ``ptr`` is filed), bytes and filers' sizes."""
+    files = sorted((size, len(ptrs), ptr in ptrs) for (_, size), ptrs in memory._recycled.items())
+    return files, dict(memory._recycled_bytes), [sorted(v[1]) for v in memory._filers.values()]
+
+
+@built
+@pytest.mark.parametrize("case", ["first of its size", "filed", "pool full", "large", "empty"])
+def test_the_c_del_does_what_the_python_del_does(fake_one_gpu, monkeypatch, case):
+    stream = streams.get_current_stream(0)
+    size = {"large": memory._SMALL_BLOCK * 2, "empty": 0}.get(case, 4096)
+    seen = []
+    for which in ("python", "c"):
+        monkeypatch.setattr(memory.DeviceMemory, "__del__", del_of(which))
+        for name in ("_recycled", "_filers", "_recycled_bytes"):
+            monkeypatch.setattr(memory, name, {})
+        monkeypatch.setattr(memory, "_RECYCLE_LIMIT", 2 * size if case == "pool full" else 64 << 20)
+        others = [memory.DeviceMemory(size, stream) for _ in range(3)]
+        block = memory.DeviceMemory(size, stream)
+        if case in ("filed", "pool full"):
+            del others[:2]  # a file with two blocks (for "pool full", all the room there is)
+        frees = fake_one_gpu.calls["cuMemFreeAsync"]
+        ptr = block.ptr
+        del block
+        seen.append((pool_state(ptr), fake_one_gpu.calls["cuMemFreeAsync"] - frees))
+        others.clear()
+    assert seen[0] == seen[1]
+    (files, _, _), freed = seen[0]
+    assert freed == (case in ("pool full", "large"))
+    assert any(filed for _, _, filed in files) == (case in ("first of its size", "filed"))
+
+
+@built
+def test_an_allocation_out_of_memory_leaves_the_site_usable(fake_one_gpu):
+    f = fr.jit(lambda a, b: a * b)
+    x, y = arrays()
+    warm(f, x, y)
+    kept = []
+    while memory._recycled.get((id(streams.get_current_stream(0)), 512)):
+        kept.append(f(x, y))  # no filed block left: the next output comes from the driver
+    # refused three times: the quick try, the one under the device's context, the retry after
+    # trimming the pool
+    fake_one_gpu.refuse_allocations = 3
+    fake_one_gpu.raw_slots = None
+    with pytest.raises(memory.OutOfMemoryError):
+        f(x, y)
+    assert fake_one_gpu.raw_slots is None and fake_one_gpu.calls["cuMemPoolTrimTo"] == 1
+    out = f(x, y)
+    assert fake_one_gpu.raw_slots is not None and out.shape == (64,)
+    kept.append(out)
+    check_pool(kept)

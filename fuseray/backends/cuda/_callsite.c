@@ -7,15 +7,29 @@ A ``Site`` is built in Python (``launch.direct``'s ``site``) for one exact call 
 each argument's kind (a fuseray array whose buffer holds a DeviceArray of this shape, dtype and
 strides, or a Python scalar of this exact type), the binding's prepared state for those strides
 (kernel program, launch dimensions, argument layout, constant arguments), and the Python
-functions it leans on (current stream, output allocation, result wrapping, the launch fallback).
-Calling it with a call's argument tuple either
+functions it leans on (current stream, the launch fallback). Calling it with a call's argument
+tuple either
 
 - returns None, having done nothing, when the call does not match (another shape, a lazy
   argument, tracing, the CPU selected, fast math toggled, ``config.compiled_calls`` off): the
   caller takes the Python path; or
-- runs the call exactly as ``Binding.launch`` would: declares every input used on the current
-  stream, allocates the outputs there, packs the kernel's arguments into 8-byte slots, and calls
-  the driver's ``cuLaunchKernel`` through its address; it returns the wrapped result.
+- runs the call exactly as ``Binding.launch`` and ``@jit``'s wrapping would: declares every
+  input used on the current stream, allocates the outputs there, packs the kernel's arguments
+  into 8-byte slots, calls the driver's ``cuLaunchKernel`` through its address, and returns the
+  result as a new fuseray array.
+
+The objects it reads and makes (fuseray's ndarray, Node, Buffer, DeviceArray and DeviceMemory)
+are read and written at their ``__slots__``' offsets, which ``bind`` takes from the classes once,
+after checking that each class has exactly the slots this file knows: a slot added in Python
+fails ``bind`` (and the tests) rather than being left unset here. The result's five objects are
+those the Python path makes (``launch._empty``, ``jit._wrap_value``), slot for slot.
+
+Small output blocks come from the memory pool's files as ``memory._allocate`` takes them, under
+the pool's lock; ``bind`` also returns a C ``DeviceMemory.__del__`` that files a small block back
+as ``memory._release`` does. Every other case (a first block of its size, a large block, a full
+pool, no filed block) is handed to those Python functions. Pool updates here are single steps in
+which no garbage collection can start (no container is allocated between a read and its write),
+which is the rule ``memory._release`` states.
 
 A launch the driver refuses (no context current on this thread, say) is handed, with the packed
 arguments, to the Python fallback, which makes the context current or raises the CUDA error.
@@ -29,9 +43,20 @@ kernel has parameters, and the test launcher (``set_test_launcher``) uses the NU
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#ifndef Py_T_OBJECT_EX
+#include <structmember.h>
+#define Py_T_OBJECT_EX T_OBJECT_EX
+#define Py_READONLY READONLY
+#endif
 
 #ifndef Py_TPFLAGS_HAVE_VECTORCALL
 #define Py_TPFLAGS_HAVE_VECTORCALL _Py_TPFLAGS_HAVE_VECTORCALL
+#endif
+
+#if PY_VERSION_HEX >= 0x030D0000
+#define finalizing() Py_IsFinalizing()
+#else
+#define finalizing() _Py_IsFinalizing()
 #endif
 
 typedef int (*launch_fn)(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
@@ -39,54 +64,268 @@ typedef int (*launch_fn)(void *f, unsigned gx, unsigned gy, unsigned gz, unsigne
 
 #define MAX_SLOTS 256
 
-/* attribute names, interned once */
-static PyObject *s_storage, *s_node, *s_op, *s_arg, *s_value, *s_shape, *s_dtype, *s_strides,
-    *s_memory, *s_device_id, *s_stream, *s_ptr, *s_use_on, *s_function, *s_device, *s_fast_math,
-    *s_trace, *s_buffer, *s_cpu, *s_compiled_calls;
+/* names, interned once */
+static PyObject *s_ptr, *s_use_on, *s_function, *s_device, *s_fast_math, *s_trace, *s_buffer,
+    *s_cpu, *s_compiled_calls, *s_device_id, *s_stream, *s_acquire, *s_release, *s_allocate,
+    *s_release_fn, *s_recycled, *s_recycled_bytes, *s_recycle_lock, *s_small_block,
+    *s_recycle_limit, *s_serials, *s_empty_tuple;
+
+/* ------------------------------------------------------------------------------- the classes */
+
+/* Each class's slots, in the order of its enum; ``__weakref__`` comes on top of each. */
+enum { ND_NODE, ND_STORAGE, ND_CHAIN, ND_BASE, ND_READONLY, ND_N };
+static const char *const nd_names[] = {"_node", "_storage", "_chain", "_base", "_readonly"};
+enum { NO_OP, NO_DTYPE, NO_SHAPE, NO_SRC, NO_ARG, NO_KEY, NO_DEPTH, NO_HASH, NO_VALUE, NO_N };
+static const char *const no_names[] = {"op",   "dtype", "shape", "src",   "arg",
+                                       "_key", "depth", "_hash", "_value"};
+enum { BU_VALUE, BU_SERIAL, BU_SPEC, BU_N };
+static const char *const bu_names[] = {"value", "serial", "spec"};
+enum { DA_DTYPE, DA_CONTIGUOUS, DA_MEMORY, DA_PTR, DA_READONLY, DA_SHAPE, DA_STRIDES, DA_N };
+static const char *const da_names[] = {"dtype",    "is_c_contiguous", "memory", "ptr",
+                                       "readonly", "shape",           "strides"};
+enum { DM_DEVICE_ID, DM_PTR, DM_SIZE, DM_STREAM, DM_N };
+static const char *const dm_names[] = {"device_id", "ptr", "size", "stream"};
 
 typedef struct {
-    PyObject *type; /* a scalar argument: its exact Python type; NULL for an array */
-    PyObject *shape, *dtype, *strides;
-} ArgSpec;
+    PyTypeObject *type; /* a strong reference, once bound */
+    Py_ssize_t offset[16];
+} Layout;
 
-typedef struct {
-    Py_ssize_t arg;     /* the argument it reads, or -1 for a captured array */
-    PyObject *captured; /* the captured DeviceArray */
-    unsigned long long shift;
-} InputSpec;
+/* what bind() found; a Site cannot be made before */
+static Layout ndarray_l, node_l, buffer_l, darray_l, dmem_l;
+static PyObject *memory_ns; /* the memory module's namespace: the pool's state, read per call */
+static PyObject *serials;   /* Buffer._serials */
 
-typedef struct {
-    PyObject *shape, *dtype, *strides, *nbytes;
-} OutputSpec;
+#define SLOT(o, layout, k) (*(PyObject **)((char *)(o) + (layout).offset[k]))
 
-typedef struct {
-    Py_ssize_t arg;
-    PyObject *convert; /* the parameter's NumPy scalar type */
-} ParamSpec;
+/* Set a slot of an object made here (its slots start NULL); steals ``v``. */
+static inline void
+put(PyObject *o, Layout *layout, int k, PyObject *v)
+{
+    PyObject **p = (PyObject **)((char *)o + layout->offset[k]);
+    PyObject *old = *p;
+    *p = v;
+    Py_XDECREF(old);
+}
 
-/* the Python objects a site leans on, in the order of the constructor's ``env`` (whose entry 9,
-   the launch address, is not an object and is kept apart) */
-enum {
-    ENV_NDARRAY, ENV_DEVICE_ARRAY, ENV_GET_STREAM, ENV_EMPTY, ENV_WRAP, ENV_CONFIG, ENV_FAST_MATH,
-    ENV_TRACE_STATE, ENV_FALLBACK, ENV_DEVICE_ID, ENV_COUNT
-};
+/* A new instance with every slot unset, as ``object.__new__`` makes it. */
+static inline PyObject *
+fresh(Layout *layout)
+{
+    return layout->type->tp_alloc(layout->type, 0);
+}
 
-typedef struct {
-    PyObject_HEAD
-    vectorcallfunc vectorcall;
-    Py_ssize_t nargs, ninputs, noutputs, nparams;
-    ArgSpec *args;
-    InputSpec *inputs;
-    OutputSpec *outputs;
-    ParamSpec *params;
-    PyObject *tail;  /* tuple: constant arguments between the outputs and the parameters */
-    char codes[MAX_SLOTS];
-    PyObject *program;
-    PyObject *env[ENV_COUNT];
-    unsigned dims[7];
-    Py_ssize_t pick;
-    launch_fn launch;
-} Site;
+/* Check ``type`` against the slots this file knows and record their offsets. */
+static int
+layout_of(PyObject *type, const char *const *names, int n, Layout *out)
+{
+    if (!PyType_Check(type))
+        return PyErr_Format(PyExc_TypeError, "bind: %R is not a class", type), -1;
+    PyTypeObject *t = (PyTypeObject *)type;
+    PyObject *slots = PyDict_GetItemString(t->tp_dict, "__slots__");
+    int ok = (t->tp_flags & Py_TPFLAGS_HEAPTYPE) && t->tp_base == &PyBaseObject_Type &&
+             t->tp_dictoffset == 0 && t->tp_weaklistoffset > 0 && t->tp_itemsize == 0 &&
+             slots != NULL && PyTuple_Check(slots) && PyTuple_GET_SIZE(slots) == n + 1;
+    for (int k = 0; ok && k < n; k++) {
+        PyObject *d = PyDict_GetItemString(t->tp_dict, names[k]);
+        ok = d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type) &&
+             ((PyMemberDescrObject *)d)->d_member->type == Py_T_OBJECT_EX &&
+             !(((PyMemberDescrObject *)d)->d_member->flags & Py_READONLY);
+        if (ok)
+            out->offset[k] = ((PyMemberDescrObject *)d)->d_member->offset;
+    }
+    /* exactly these slots and __weakref__, in whatever order */
+    for (Py_ssize_t i = 0; ok && i < n + 1; i++) {
+        PyObject *name = PyTuple_GET_ITEM(slots, i);
+        int known = PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, "__weakref__") == 0;
+        for (int k = 0; !known && k < n; k++)
+            known = PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, names[k]) == 0;
+        ok = known;
+    }
+    if (!ok)
+        return PyErr_Format(PyExc_TypeError,
+                            "bind: %R is not a plain class with exactly the __slots__ the C call "
+                            "site knows (update _callsite.c with the class)",
+                            type),
+               -1;
+    Py_XSETREF(out->type, (PyTypeObject *)Py_NewRef(type));
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------- the pool */
+
+/* The memory module's global ``name`` (a borrowed reference); NULL with an error if unset. */
+static inline PyObject *
+pool_global(PyObject *name)
+{
+    PyObject *v = PyDict_GetItemWithError(memory_ns, name);
+    if (v == NULL && !PyErr_Occurred())
+        PyErr_SetObject(PyExc_NameError, name);
+    return v;
+}
+
+static int
+pool_lock(PyObject *lock, PyObject *method)
+{
+    PyObject *r = PyObject_VectorcallMethod(method, &lock, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
+/* 1 when a block of ``size`` bytes is small enough to be filed, 0 when not, -1 on error. */
+static int
+is_small(Py_ssize_t size)
+{
+    PyObject *limit = pool_global(s_small_block);
+    Py_ssize_t small = limit == NULL ? -1 : PyLong_AsSsize_t(limit);
+    if (small == -1 && PyErr_Occurred())
+        return -1;
+    return size <= small;
+}
+
+/* ``_recycled_bytes[device_id] += delta``, in one step (no collection can start inside it). */
+static int
+count_filed(PyObject *device_id, Py_ssize_t delta)
+{
+    PyObject *bytes = pool_global(s_recycled_bytes);
+    if (bytes == NULL)
+        return -1;
+    PyObject *now = PyDict_GetItemWithError(bytes, device_id);
+    if (now == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetObject(PyExc_KeyError, device_id);
+        return -1;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(now);
+    if (n == -1 && PyErr_Occurred())
+        return -1;
+    PyObject *updated = PyLong_FromSsize_t(n + delta);
+    if (updated == NULL)
+        return -1;
+    int r = PyDict_SetItem(bytes, device_id, updated);
+    Py_DECREF(updated);
+    return r;
+}
+
+/* The file of blocks of ``size`` bytes last used on ``stream`` (a new reference), or NULL, with
+   an error set only on failure. */
+static PyObject *
+file_of(PyObject *stream, PyObject *size)
+{
+    PyObject *recycled = pool_global(s_recycled);
+    if (recycled == NULL)
+        return NULL;
+    PyObject *id = PyLong_FromVoidPtr(stream);
+    if (id == NULL)
+        return NULL;
+    PyObject *key = PyTuple_Pack(2, id, size);
+    Py_DECREF(id);
+    if (key == NULL)
+        return NULL;
+    PyObject *filed = PyDict_GetItemWithError(recycled, key);
+    Py_DECREF(key);
+    if (filed != NULL && !PyList_CheckExact(filed))
+        return PyErr_SetString(PyExc_TypeError, "memory._recycled holds a non-list"), NULL;
+    return Py_XNewRef(filed);
+}
+
+/* The pool's lock, taken (a new reference to it), or NULL with an error. */
+static PyObject *
+lock_pool(void)
+{
+    PyObject *lock = Py_XNewRef(pool_global(s_recycle_lock));
+    if (lock != NULL && pool_lock(lock, s_acquire) < 0)
+        Py_CLEAR(lock);
+    return lock;
+}
+
+/* Release ``lock`` (from lock_pool) and drop it, keeping an error set before: -1 if the release
+   itself failed, its error then replacing the earlier one. */
+static int
+unlock_pool(PyObject *lock)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *exc = PyErr_GetRaisedException();
+    int r = pool_lock(lock, s_release);
+    if (r == 0)
+        PyErr_SetRaisedException(exc);
+    else
+        Py_XDECREF(exc);
+#else
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+    int r = pool_lock(lock, s_release);
+    if (r == 0) {
+        PyErr_Restore(t, v, tb);
+    } else {
+        Py_XDECREF(t);
+        Py_XDECREF(v);
+        Py_XDECREF(tb);
+    }
+#endif
+    Py_DECREF(lock);
+    return r;
+}
+
+/* A filed block of ``size`` bytes for ``stream`` (a new reference to its pointer), as
+   ``memory._allocate``'s first branch takes it; NULL with no error when none is filed. */
+static PyObject *
+take_block(Py_ssize_t n, PyObject *size, PyObject *stream, PyObject *device_id)
+{
+    int small = is_small(n);
+    if (small <= 0)
+        return NULL;
+    PyObject *filed = file_of(stream, size); /* held: another thread may unlink it meanwhile */
+    if (filed == NULL || PyList_GET_SIZE(filed) == 0) {
+        Py_XDECREF(filed);
+        return NULL;
+    }
+    PyObject *lock = lock_pool(), *ptr = NULL;
+    if (lock != NULL) {
+        Py_ssize_t count = PyList_GET_SIZE(filed); /* ``_unfile`` empties what it unlinks */
+        if (count > 0 && count_filed(device_id, -n) == 0) {
+            ptr = Py_NewRef(PyList_GET_ITEM(filed, count - 1));
+            if (PyList_SetSlice(filed, count - 1, count, NULL) < 0)
+                Py_CLEAR(ptr);
+        }
+        if (unlock_pool(lock) < 0)
+            Py_CLEAR(ptr);
+    }
+    Py_DECREF(filed);
+    return ptr;
+}
+
+/* File a small block back as ``memory._release`` does, where its file exists and the pool has
+   room: 1 when filed, 0 when ``_release`` must decide, -1 on error. As there, the file is
+   looked up under the lock (the key's tuple may start a collection, whose nested releases then
+   come before this one's reads), and the limit check is the only read ahead of a write. */
+static int
+file_block(PyObject *ptr, Py_ssize_t n, PyObject *size, PyObject *stream, PyObject *device_id)
+{
+    int small = is_small(n);
+    if (small <= 0)
+        return small;
+    PyObject *lock = lock_pool();
+    if (lock == NULL)
+        return -1;
+    int done = -1;
+    PyObject *filed = file_of(stream, size), *bytes, *limit, *held;
+    if (filed == NULL) {
+        done = PyErr_Occurred() ? -1 : 0;
+    } else if ((bytes = pool_global(s_recycled_bytes)) != NULL &&
+               (limit = pool_global(s_recycle_limit)) != NULL) {
+        held = PyDict_GetItemWithError(bytes, device_id);
+        Py_ssize_t room = PyLong_AsSsize_t(limit), now = held ? PyLong_AsSsize_t(held) : 0;
+        if (!PyErr_Occurred())
+            done = held == NULL || now + n > room ? 0
+                   : PyList_Append(filed, ptr) < 0 ? -1
+                   : count_filed(device_id, n) < 0 ? -1 : 1;
+    }
+    Py_XDECREF(filed);
+    if (unlock_pool(lock) < 0)
+        done = -1;
+    return done;
+}
 
 /* ------------------------------------------------------------------------------- packing */
 
@@ -168,22 +407,193 @@ pack(char code, PyObject *v, uint64_t *slot)
     return 0;
 }
 
+/* ------------------------------------------------------------------------------- the objects */
+
+/* A DeviceMemory of ``size`` bytes (``n``) on ``stream``, as its constructor makes it: ``ptr`` is
+   0 until the block is taken, so that a failed allocation frees nothing. */
+static PyObject *
+new_memory(Py_ssize_t n, PyObject *size, PyObject *stream, PyObject *device_id)
+{
+    PyObject *m = fresh(&dmem_l);
+    if (m == NULL)
+        return NULL;
+    put(m, &dmem_l, DM_PTR, PyLong_FromLong(0));
+    put(m, &dmem_l, DM_SIZE, Py_NewRef(size));
+    put(m, &dmem_l, DM_DEVICE_ID, Py_NewRef(device_id));
+    put(m, &dmem_l, DM_STREAM, Py_NewRef(stream));
+    if (n == 0)
+        return m;
+    PyObject *ptr = take_block(n, size, stream, device_id);
+    if (ptr == NULL && !PyErr_Occurred()) {
+        PyObject *allocate = pool_global(s_allocate);
+        PyObject *args[2] = {size, stream};
+        ptr = allocate == NULL ? NULL : PyObject_Vectorcall(allocate, args, 2, NULL);
+    }
+    if (ptr == NULL) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    put(m, &dmem_l, DM_PTR, ptr);
+    return m;
+}
+
+typedef struct {
+    PyObject *shape, *dtype, *strides, *size;
+    Py_ssize_t n;
+} OutputSpec;
+
+/* ``launch._empty``'s C-contiguous DeviceArray over a new DeviceMemory. */
+static PyObject *
+new_output(OutputSpec *o, PyObject *stream, PyObject *device_id)
+{
+    PyObject *m = new_memory(o->n, o->size, stream, device_id);
+    if (m == NULL)
+        return NULL;
+    PyObject *a = fresh(&darray_l);
+    if (a == NULL) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    put(a, &darray_l, DA_PTR, Py_NewRef(SLOT(m, dmem_l, DM_PTR)));
+    put(a, &darray_l, DA_MEMORY, m);
+    put(a, &darray_l, DA_SHAPE, Py_NewRef(o->shape));
+    put(a, &darray_l, DA_STRIDES, Py_NewRef(o->strides));
+    put(a, &darray_l, DA_DTYPE, Py_NewRef(o->dtype));
+    put(a, &darray_l, DA_CONTIGUOUS, Py_NewRef(Py_True));
+    put(a, &darray_l, DA_READONLY, Py_NewRef(Py_False));
+    return a;
+}
+
+/* ``jit._wrap_value``: a fuseray array over a new buffer leaf holding ``value`` (a DeviceArray
+   made by new_output). */
+static PyObject *
+wrap_output(PyObject *value)
+{
+    PyObject *serial = PyIter_Next(serials);
+    if (serial == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "Buffer._serials ran out");
+        return NULL;
+    }
+    PyObject *shape = SLOT(value, darray_l, DA_SHAPE), *dtype = SLOT(value, darray_l, DA_DTYPE);
+    PyObject *buffer = fresh(&buffer_l), *node = NULL, *arg = NULL, *a = NULL;
+    if (buffer == NULL)
+        goto done;
+    put(buffer, &buffer_l, BU_VALUE, Py_NewRef(value));
+    put(buffer, &buffer_l, BU_SERIAL, Py_NewRef(serial));
+    put(buffer, &buffer_l, BU_SPEC, Py_NewRef(Py_None));
+    arg = PyTuple_Pack(2, buffer, shape);
+    node = arg == NULL ? NULL : fresh(&node_l);
+    if (node == NULL)
+        goto done;
+    put(node, &node_l, NO_OP, Py_NewRef(s_buffer));
+    put(node, &node_l, NO_DTYPE, Py_NewRef(dtype));
+    put(node, &node_l, NO_SHAPE, Py_NewRef(shape));
+    put(node, &node_l, NO_SRC, Py_NewRef(s_empty_tuple));
+    put(node, &node_l, NO_ARG, Py_NewRef(arg));
+    put(node, &node_l, NO_KEY, Py_NewRef(Py_None));
+    put(node, &node_l, NO_DEPTH, PyLong_FromLong(0));
+    put(node, &node_l, NO_HASH, Py_NewRef(serial)); /* Node's hash of a buffer leaf: its serial */
+    put(node, &node_l, NO_VALUE, Py_NewRef(Py_None));
+    a = fresh(&ndarray_l);
+    if (a == NULL)
+        goto done;
+    put(a, &ndarray_l, ND_NODE, Py_NewRef(node));
+    put(a, &ndarray_l, ND_STORAGE, Py_NewRef(Py_None));
+    put(a, &ndarray_l, ND_CHAIN, Py_NewRef(s_empty_tuple));
+    put(a, &ndarray_l, ND_BASE, Py_NewRef(Py_None));
+    put(a, &ndarray_l, ND_READONLY, Py_NewRef(Py_False));
+done:
+    Py_DECREF(serial);
+    Py_XDECREF(buffer);
+    Py_XDECREF(arg);
+    Py_XDECREF(node);
+    return a;
+}
+
+/* DeviceMemory.__del__ in C (bind returns it): files a small block back here where
+   ``memory._release`` would file it, and hands every other case to ``_release``. */
+static PyObject *
+memory_del(PyObject *self, PyObject *unused)
+{
+    PyObject *ptr = SLOT(self, dmem_l, DM_PTR), *size = SLOT(self, dmem_l, DM_SIZE),
+             *stream = SLOT(self, dmem_l, DM_STREAM), *device_id = SLOT(self, dmem_l, DM_DEVICE_ID);
+    if (ptr == NULL || size == NULL || stream == NULL || device_id == NULL)
+        Py_RETURN_NONE; /* never constructed: nothing was allocated */
+    int truth = PyObject_IsTrue(ptr);
+    if (truth <= 0 || finalizing())
+        return truth < 0 ? NULL : Py_NewRef(Py_None);
+    Py_INCREF(ptr);
+    Py_INCREF(size);
+    Py_INCREF(stream);
+    Py_INCREF(device_id);
+    PyObject *r = NULL;
+    Py_ssize_t n = PyLong_AsSsize_t(size);
+    int filed = n == -1 && PyErr_Occurred() ? -1 : file_block(ptr, n, size, stream, device_id);
+    if (filed == 1) {
+        r = Py_NewRef(Py_None);
+    } else if (filed == 0) {
+        PyObject *release = pool_global(s_release_fn);
+        PyObject *args[3] = {ptr, size, stream};
+        r = release == NULL ? NULL : PyObject_Vectorcall(release, args, 3, NULL);
+    }
+    Py_DECREF(ptr);
+    Py_DECREF(size);
+    Py_DECREF(stream);
+    Py_DECREF(device_id);
+    return r;
+}
+
+static PyMethodDef memory_del_def = {
+    "__del__", (PyCFunction)memory_del, METH_NOARGS,
+    "Free (or file for reuse) the block in its last-use stream's order (C, from _callsite)."};
+
 /* ------------------------------------------------------------------------------- the call */
 
-/* Borrowed-reference reads of slot attributes would be unsafe (another thread may replace them),
-   so every read is a new reference. */
-static inline PyObject *
-get(PyObject *o, PyObject *name)
-{
-    return PyObject_GetAttr(o, name);
-}
+typedef struct {
+    PyObject *type; /* a scalar argument: its exact Python type; NULL for an array */
+    PyObject *shape, *dtype, *strides;
+} ArgSpec;
+
+typedef struct {
+    Py_ssize_t arg;     /* the argument it reads, or -1 for a captured array */
+    PyObject *captured; /* the captured DeviceArray */
+    unsigned long long shift;
+} InputSpec;
+
+typedef struct {
+    Py_ssize_t arg;
+    PyObject *convert; /* the parameter's NumPy scalar type */
+} ParamSpec;
+
+/* the Python objects a site leans on, in the order of the constructor's ``env`` (whose last
+   entry, the launch address, is not an object and is kept apart) */
+enum { ENV_GET_STREAM, ENV_CONFIG, ENV_FAST_MATH, ENV_TRACE_STATE, ENV_FALLBACK, ENV_DEVICE_ID,
+       ENV_COUNT };
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    Py_ssize_t nargs, ninputs, noutputs, nparams;
+    ArgSpec *args;
+    InputSpec *inputs;
+    OutputSpec *outputs;
+    ParamSpec *params;
+    PyObject *tail;  /* tuple: constant arguments between the outputs and the parameters */
+    char codes[MAX_SLOTS];
+    PyObject *program;
+    PyObject *env[ENV_COUNT];
+    unsigned dims[7];
+    Py_ssize_t pick;
+    launch_fn launch;
+} Site;
 
 /* ``o.ptr`` (a device address, a stream or function handle) into ``*address``; -1 with an
    exception set where it has none or it is not an unsigned integer. */
 static int
 read_ptr(PyObject *o, uint64_t *address)
 {
-    PyObject *p = get(o, s_ptr);
+    PyObject *p = PyObject_GetAttr(o, s_ptr);
     if (p == NULL)
         return -1;
     *address = PyLong_AsUnsignedLongLong(p);
@@ -199,75 +609,74 @@ same(PyObject *a, PyObject *b)
     return a == b ? 1 : PyObject_RichCompareBool(a, b, Py_EQ);
 }
 
-/* The DeviceArray behind fuseray array ``a`` if it matches ``spec`` (new reference); NULL with
-   no error set when it does not. */
+/* The DeviceArray behind fuseray array ``a`` if it matches ``spec`` (new reference); NULL when
+   it does not, with an error set only where a comparison failed. */
 static PyObject *
-array_value(Site *self, PyObject *a, ArgSpec *spec)
+array_value(PyObject *a, ArgSpec *spec)
 {
-    if ((PyObject *)Py_TYPE(a) != self->env[ENV_NDARRAY])
+    /* borrowed reads down the chain: nothing runs between them that could replace a slot */
+    if (Py_TYPE(a) != ndarray_l.type || SLOT(a, ndarray_l, ND_STORAGE) != Py_None)
+        return NULL; /* a view of a written storage: node_of brings it up to date, in Python */
+    PyObject *node = SLOT(a, ndarray_l, ND_NODE);
+    if (node == NULL || Py_TYPE(node) != node_l.type)
         return NULL;
-    PyObject *storage = get(a, s_storage);
-    if (storage == NULL)
+    PyObject *op = SLOT(node, node_l, NO_OP), *arg = SLOT(node, node_l, NO_ARG);
+    if (op != s_buffer && (op == NULL || !PyUnicode_Check(op) || PyUnicode_Compare(op, s_buffer)))
         return NULL;
-    int plain = storage == Py_None;
-    Py_DECREF(storage);
-    if (!plain) /* a view of a written storage: node_of brings it up to date, in Python */
+    if (arg == NULL || !PyTuple_Check(arg) || PyTuple_GET_SIZE(arg) < 1)
         return NULL;
-    PyObject *node = get(a, s_node);
-    if (node == NULL)
+    PyObject *buffer = PyTuple_GET_ITEM(arg, 0);
+    if (Py_TYPE(buffer) != buffer_l.type)
         return NULL;
-    PyObject *op = get(node, s_op), *v = NULL;
-    if (op != NULL && (op == s_buffer || PyUnicode_Compare(op, s_buffer) == 0)) {
-        PyObject *arg = get(node, s_arg);
-        if (arg != NULL && PyTuple_Check(arg) && PyTuple_GET_SIZE(arg) > 0)
-            v = get(PyTuple_GET_ITEM(arg, 0), s_value);
-        Py_XDECREF(arg);
-    }
-    Py_XDECREF(op);
-    Py_DECREF(node);
-    if (v == NULL || (PyObject *)Py_TYPE(v) != self->env[ENV_DEVICE_ARRAY])
-        goto miss;
-    PyObject *names[3] = {s_shape, s_dtype, s_strides};
+    PyObject *v = SLOT(buffer, buffer_l, BU_VALUE);
+    if (v == NULL || Py_TYPE(v) != darray_l.type)
+        return NULL;
+    Py_INCREF(v);
+    int keys[3] = {DA_SHAPE, DA_DTYPE, DA_STRIDES};
     PyObject *want[3] = {spec->shape, spec->dtype, spec->strides};
     for (int k = 0; k < 3; k++) {
-        PyObject *x = get(v, names[k]);
-        int eq = x == NULL ? -1 : same(x, want[k]);
+        PyObject *x = Py_XNewRef(SLOT(v, darray_l, keys[k]));
+        int eq = x == NULL ? 0 : same(x, want[k]);
         Py_XDECREF(x);
-        if (eq != 1)
-            goto miss;
+        if (eq != 1) {
+            Py_DECREF(v);
+            return NULL;
+        }
     }
     return v;
-miss:
-    Py_XDECREF(v);
-    return NULL;
+}
+
+/* A setting of ``config`` (its namespace: a borrowed reference), or NULL with an error. */
+static inline PyObject *
+setting(Site *self, PyObject *name)
+{
+    PyObject *v = PyDict_GetItemWithError(self->env[ENV_CONFIG], name);
+    if (v == NULL && !PyErr_Occurred())
+        PyErr_SetObject(PyExc_AttributeError, name);
+    return v;
 }
 
 /* -1 on error, 0 when the call is not this site's, 1 to go on. */
 static int
 call_matches(Site *self)
 {
-    PyObject *device = get(self->env[ENV_CONFIG], s_device);
+    PyObject *device = setting(self, s_device);
     if (device == NULL)
         return -1;
-    int cpu = PyUnicode_Check(device) && PyUnicode_Compare(device, s_cpu) == 0;
-    Py_DECREF(device);
-    if (cpu)
+    if (PyUnicode_Check(device) && PyUnicode_Compare(device, s_cpu) == 0)
         return 0;
-    PyObject *on = get(self->env[ENV_CONFIG], s_compiled_calls);
-    if (on == NULL)
-        return -1;
-    int compiled = PyObject_IsTrue(on);
-    Py_DECREF(on);
+    PyObject *on = setting(self, s_compiled_calls);
+    int compiled = on == NULL ? -1 : PyObject_IsTrue(on);
     if (compiled <= 0)
         return compiled;
-    PyObject *fast = get(self->env[ENV_CONFIG], s_fast_math);
+    PyObject *fast = Py_XNewRef(setting(self, s_fast_math));
     if (fast == NULL)
         return -1;
     int eq = same(fast, self->env[ENV_FAST_MATH]);
     Py_DECREF(fast);
     if (eq != 1)
         return eq;
-    PyObject *trace = get(self->env[ENV_TRACE_STATE], s_trace);
+    PyObject *trace = PyObject_GetAttr(self->env[ENV_TRACE_STATE], s_trace);
     if (trace == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_AttributeError))
             return -1;
@@ -277,6 +686,46 @@ call_matches(Site *self)
     int none = trace == Py_None;
     Py_DECREF(trace);
     return none;
+}
+
+/* Order input ``v`` (a DeviceArray) on ``stream`` and read its pointer into ``*slot``. */
+static int
+use_input(Site *self, PyObject *v, PyObject *stream, uint64_t *slot)
+{
+    PyObject *memory = Py_XNewRef(SLOT(v, darray_l, DA_MEMORY)), *dev = NULL, *last = NULL;
+    if (memory == NULL)
+        return PyErr_SetString(PyExc_AttributeError, "a DeviceArray without memory"), -1;
+    if (Py_TYPE(memory) == dmem_l.type) {
+        dev = Py_XNewRef(SLOT(memory, dmem_l, DM_DEVICE_ID));
+        last = Py_XNewRef(SLOT(memory, dmem_l, DM_STREAM));
+        if (dev == NULL || last == NULL)
+            PyErr_SetString(PyExc_AttributeError, "a DeviceMemory not constructed");
+    } else { /* ForeignMemory */
+        dev = PyObject_GetAttr(memory, s_device_id);
+        last = dev == NULL ? NULL : PyObject_GetAttr(memory, s_stream);
+    }
+    Py_DECREF(memory);
+    int r = -1, same_device = dev == NULL || last == NULL ? -1 : same(dev, self->env[ENV_DEVICE_ID]);
+    if (same_device == 0)
+        PyErr_Format(PyExc_ValueError,
+                     "an input lives on CUDA device %R, but the current device is %R", dev,
+                     self->env[ENV_DEVICE_ID]);
+    if (same_device == 1) {
+        PyObject *ordered = last == stream ? Py_NewRef(Py_None)
+                                           : PyObject_CallMethodOneArg(v, s_use_on, stream);
+        Py_XDECREF(ordered);
+        PyObject *ptr = ordered == NULL ? NULL : Py_XNewRef(SLOT(v, darray_l, DA_PTR));
+        if (ptr != NULL) {
+            *slot = PyLong_AsUnsignedLongLong(ptr);
+            r = *slot == (uint64_t)-1 && PyErr_Occurred() ? -1 : 0;
+            Py_DECREF(ptr);
+        } else if (ordered != NULL) {
+            PyErr_SetString(PyExc_AttributeError, "a DeviceArray without ptr");
+        }
+    }
+    Py_XDECREF(dev);
+    Py_XDECREF(last);
+    return r;
 }
 
 static PyObject *
@@ -310,13 +759,10 @@ site_call(Site *self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
                 goto miss;
             continue;
         }
-        values[i] = array_value(self, a, spec);
+        values[i] = array_value(a, spec);
         if (values[i] == NULL) {
-            if (PyErr_Occurred()) { /* a broken attribute: let the Python path report it */
-                if (!PyErr_ExceptionMatches(PyExc_AttributeError))
-                    goto fail;
+            if (PyErr_Occurred()) /* a comparison failed: let the Python path report it */
                 PyErr_Clear();
-            }
             goto miss;
         }
     }
@@ -332,42 +778,17 @@ site_call(Site *self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
 
     for (Py_ssize_t k = 0; k < self->ninputs; k++, s++) {
         InputSpec *in = &self->inputs[k];
-        PyObject *v = in->arg < 0 ? in->captured : values[in->arg];
-        PyObject *memory = get(v, s_memory);
-        if (memory == NULL)
-            goto fail;
-        PyObject *dev = get(memory, s_device_id);
-        int same_device = dev == NULL ? -1 : same(dev, self->env[ENV_DEVICE_ID]);
-        if (same_device == 0)
-            PyErr_Format(PyExc_ValueError,
-                         "an input lives on CUDA device %R, but the current device is %R", dev,
-                         self->env[ENV_DEVICE_ID]);
-        Py_XDECREF(dev);
-        PyObject *last = same_device == 1 ? get(memory, s_stream) : NULL;
-        Py_DECREF(memory);
-        if (last == NULL)
-            goto fail;
-        if (last != stream) { /* ordered after its last use: DeviceArray.use_on */
-            PyObject *r = PyObject_CallMethodOneArg(v, s_use_on, stream);
-            if (r == NULL) {
-                Py_DECREF(last);
-                goto fail;
-            }
-            Py_DECREF(r);
-        }
-        Py_DECREF(last);
-        if (read_ptr(v, &slots[s]) < 0)
+        if (use_input(self, in->arg < 0 ? in->captured : values[in->arg], stream, &slots[s]) < 0)
             goto fail;
         slots[s] += in->shift;
     }
     for (Py_ssize_t k = 0; k < self->noutputs; k++, s++) {
-        OutputSpec *o = &self->outputs[k];
-        PyObject *eargs[5] = {o->shape, o->dtype, stream, o->strides, o->nbytes};
-        PyObject *out = PyObject_Vectorcall(self->env[ENV_EMPTY], eargs, 5, NULL);
+        PyObject *out = new_output(&self->outputs[k], stream, self->env[ENV_DEVICE_ID]);
         if (out == NULL)
             goto fail;
         held[nheld++] = out;
-        if (read_ptr(out, &slots[s]) < 0)
+        slots[s] = PyLong_AsUnsignedLongLong(SLOT(out, darray_l, DA_PTR));
+        if (slots[s] == (uint64_t)-1 && PyErr_Occurred())
             goto fail;
         if (k == self->pick)
             picked = out;
@@ -391,7 +812,7 @@ site_call(Site *self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
         pointers[k] = &slots[k];
     pointers[s] = NULL;
 
-    PyObject *function = get(self->program, s_function); /* a tier upgrade may replace it */
+    PyObject *function = PyObject_GetAttr(self->program, s_function); /* a tier upgrade may replace it */
     if (function == NULL)
         goto fail;
     uint64_t function_address = 0;
@@ -443,7 +864,7 @@ site_call(Site *self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
     } else {
         Py_DECREF(function);
     }
-    result = PyObject_Vectorcall(self->env[ENV_WRAP], &picked, 1, NULL);
+    result = wrap_output(picked);
 
 fail:
     /* outputs and parameters are dropped only now: an output's memory is freed (or recycled) on
@@ -480,7 +901,7 @@ site_clear_specs(Site *self)
         Py_XDECREF(self->outputs[i].shape);
         Py_XDECREF(self->outputs[i].dtype);
         Py_XDECREF(self->outputs[i].strides);
-        Py_XDECREF(self->outputs[i].nbytes);
+        Py_XDECREF(self->outputs[i].size);
     }
     for (Py_ssize_t i = 0; i < self->nparams && self->params; i++)
         Py_XDECREF(self->params[i].convert);
@@ -538,15 +959,18 @@ bad(const char *what)
    args:    per call argument, ``(shape, dtype, strides)`` of its DeviceArray or the exact type
             of its Python scalar
    inputs:  per kernel input, ``(argument index, byte shift)`` or ``(captured DeviceArray, shift)``
-   outputs: per output, ``(shape, dtype, strides, nbytes)`` as ``launch._empty`` takes them
+   outputs: per output, ``(shape, dtype, strides, size)``: its C-contiguous layout and the
+            size of its block (``memory.block_size`` of its bytes)
    tail:    the constant arguments after the output pointers
    params:  per jit parameter, ``(argument index, NumPy scalar type)``
    codes:   bytes, one struct code per kernel argument
    program: read for ``.function.ptr`` on every call
    dims:    ``(gx, gy, gz, bx, by, bz, shared)``
    pick:    which output the call returns
-   env:     ``(ndarray, DeviceArray, get_stream, empty, wrap, config, fast_math, trace_state,
-            fallback, launch address, device id)`` */
+   env:     ``(get_stream, vars(config), fast_math, trace_state, fallback, device id, launch
+            address)``
+
+   ``bind`` must have run first. */
 static int
 site_init(Site *self, PyObject *a, PyObject *kw)
 {
@@ -560,6 +984,8 @@ site_init(Site *self, PyObject *a, PyObject *kw)
                           &params, &codes, &ncodes, &program, &PyTuple_Type, &dims, &pick,
                           &PyTuple_Type, &env))
         return -1;
+    if (dmem_l.type == NULL)
+        return bad("bind() the classes first");
     site_clear(self);
     self->vectorcall = site_not_ready;
     Py_ssize_t nargs = PyTuple_GET_SIZE(args), nin = PyTuple_GET_SIZE(inputs),
@@ -573,8 +999,10 @@ site_init(Site *self, PyObject *a, PyObject *kw)
             return bad("unknown argument code");
     if (nout < 1 || pick < 0 || pick >= nout)
         return bad("pick must name an output");
-    if (PyTuple_GET_SIZE(dims) != 7 || PyTuple_GET_SIZE(env) != 11)
-        return bad("dims takes 7 values and env 11");
+    if (PyTuple_GET_SIZE(dims) != 7 || PyTuple_GET_SIZE(env) != ENV_COUNT + 1)
+        return bad("dims takes 7 values, env takes 7");
+    if (!PyDict_Check(PyTuple_GET_ITEM(env, ENV_CONFIG)))
+        return bad("env's config is a namespace dict");
 
     self->args = PyMem_Calloc((size_t)nargs + 1, sizeof(ArgSpec));
     self->inputs = PyMem_Calloc((size_t)nin + 1, sizeof(InputSpec));
@@ -622,11 +1050,16 @@ site_init(Site *self, PyObject *a, PyObject *kw)
     for (Py_ssize_t i = 0; i < nout; i++) {
         PyObject *x = PyTuple_GET_ITEM(outputs, i);
         if (!PyTuple_Check(x) || PyTuple_GET_SIZE(x) != 4)
-            return bad("an output is (shape, dtype, strides, nbytes)");
+            return bad("an output is (shape, dtype, strides, size)");
         self->outputs[i].shape = Py_NewRef(PyTuple_GET_ITEM(x, 0));
         self->outputs[i].dtype = Py_NewRef(PyTuple_GET_ITEM(x, 1));
         self->outputs[i].strides = Py_NewRef(PyTuple_GET_ITEM(x, 2));
-        self->outputs[i].nbytes = Py_NewRef(PyTuple_GET_ITEM(x, 3));
+        self->outputs[i].size = Py_NewRef(PyTuple_GET_ITEM(x, 3));
+        self->outputs[i].n = PyLong_AsSsize_t(self->outputs[i].size);
+        if (self->outputs[i].n == -1 && PyErr_Occurred())
+            return -1;
+        if (self->outputs[i].n < 0)
+            return bad("an output's size is negative");
     }
     for (Py_ssize_t i = 0; i < npar; i++) {
         PyObject *x = PyTuple_GET_ITEM(params, i);
@@ -652,13 +1085,12 @@ site_init(Site *self, PyObject *a, PyObject *kw)
     self->pick = pick;
     self->tail = Py_NewRef(tail);
     self->program = Py_NewRef(program);
-    for (int k = 0; k < 9; k++)
-        self->env[k] = Py_NewRef(PyTuple_GET_ITEM(env, k));
-    void *address = PyLong_AsVoidPtr(PyTuple_GET_ITEM(env, 9));
+    void *address = PyLong_AsVoidPtr(PyTuple_GET_ITEM(env, ENV_COUNT));
     if (address == NULL)
         return PyErr_Occurred() ? -1 : bad("no launch address");
     self->launch = (launch_fn)address;
-    self->env[ENV_DEVICE_ID] = Py_NewRef(PyTuple_GET_ITEM(env, 10));
+    for (int k = 0; k < ENV_COUNT; k++)
+        self->env[k] = Py_NewRef(PyTuple_GET_ITEM(env, k));
     self->vectorcall = (vectorcallfunc)site_call;
     return 0;
 }
@@ -699,6 +1131,62 @@ static PyTypeObject SiteType = {
     .tp_vectorcall_offset = offsetof(Site, vectorcall),
     .tp_call = site_tp_call,
 };
+
+/* ------------------------------------------------------------------------------- binding */
+
+/* bind(ndarray, Node, Buffer, DeviceArray, DeviceMemory, memory_namespace) -> DeviceMemory.__del__
+
+   Records the five classes' slot offsets (each class is checked: see layout_of) and the memory
+   module's namespace, whose pool state (``_recycled``, ``_recycled_bytes``, ``_recycle_lock``,
+   ``_SMALL_BLOCK``, ``_RECYCLE_LIMIT``, ``_allocate``, ``_release``) is read on every use, so
+   that it may be replaced (tests do). Returns the C ``__del__`` for DeviceMemory, a method
+   descriptor the caller installs on the class. Sites made before a second bind keep working:
+   the classes must be the same ones. */
+static PyObject *
+bind(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
+{
+    if (nargs != 6 || !PyDict_Check(argv[5])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "bind(ndarray, Node, Buffer, DeviceArray, DeviceMemory, namespace)");
+        return NULL;
+    }
+    Layout *layouts[5] = {&ndarray_l, &node_l, &buffer_l, &darray_l, &dmem_l};
+    Layout found[5] = {{0}};
+    const char *const *names[5] = {nd_names, no_names, bu_names, da_names, dm_names};
+    int counts[5] = {ND_N, NO_N, BU_N, DA_N, DM_N};
+    PyObject *count = NULL;
+    for (int k = 0; k < 5; k++)
+        if (layout_of(argv[k], names[k], counts[k], &found[k]) < 0)
+            goto fail;
+    for (int k = 0; k < 5; k++)
+        if (layouts[k]->type != NULL && (PyObject *)layouts[k]->type != argv[k]) {
+            /* sites and DeviceMemory.__del__ read the bound classes' offsets */
+            PyErr_SetString(PyExc_ValueError, "bind: other classes were bound already");
+            goto fail;
+        }
+    count = PyObject_GetAttr(argv[2], s_serials);
+    if (count == NULL)
+        goto fail;
+    if (!PyIter_Check(count)) {
+        PyErr_SetString(PyExc_TypeError, "bind: Buffer._serials is not an iterator");
+        goto fail;
+    }
+    PyObject *del = PyDescr_NewMethod(found[4].type, &memory_del_def);
+    if (del == NULL)
+        goto fail;
+    for (int k = 0; k < 5; k++) {
+        Py_XDECREF(layouts[k]->type);
+        *layouts[k] = found[k];
+    }
+    Py_XSETREF(serials, count);
+    Py_XSETREF(memory_ns, Py_NewRef(argv[5]));
+    return del;
+fail:
+    for (int k = 0; k < 5; k++)
+        Py_XDECREF(found[k].type);
+    Py_XDECREF(count);
+    return NULL;
+}
 
 /* ------------------------------------------------------------------------------- test launcher */
 
@@ -771,6 +1259,9 @@ set_test_launcher(PyObject *module, PyObject *fn)
 }
 
 static PyMethodDef methods[] = {
+    {"bind", (PyCFunction)(void (*)(void))bind, METH_FASTCALL,
+     "bind(ndarray, Node, Buffer, DeviceArray, DeviceMemory, memory namespace) -> the C"
+     " DeviceMemory.__del__ (see the module docstring)."},
     {"set_test_launcher", set_test_launcher, METH_O,
      "set_test_launcher(fn) -> address of a cuLaunchKernel stand-in that calls fn(function, grid,"
      " block, shared, stream, slots); None removes fn."},
@@ -792,18 +1283,23 @@ PyInit__callsite(void)
         PyObject **slot;
         const char *name;
     } names[] = {
-        {&s_storage, "_storage"}, {&s_node, "_node"}, {&s_op, "op"}, {&s_arg, "arg"},
-        {&s_value, "value"}, {&s_shape, "shape"}, {&s_dtype, "dtype"}, {&s_strides, "strides"},
-        {&s_memory, "memory"}, {&s_device_id, "device_id"}, {&s_stream, "stream"},
         {&s_ptr, "ptr"}, {&s_use_on, "use_on"}, {&s_function, "function"},
         {&s_device, "device"}, {&s_fast_math, "fast_math"}, {&s_trace, "trace"},
         {&s_buffer, "buffer"}, {&s_cpu, "cpu"}, {&s_compiled_calls, "compiled_calls"},
+        {&s_device_id, "device_id"}, {&s_stream, "stream"}, {&s_acquire, "acquire"},
+        {&s_release, "release"}, {&s_allocate, "_allocate"}, {&s_release_fn, "_release"},
+        {&s_recycled, "_recycled"}, {&s_recycled_bytes, "_recycled_bytes"},
+        {&s_recycle_lock, "_recycle_lock"}, {&s_small_block, "_SMALL_BLOCK"},
+        {&s_recycle_limit, "_RECYCLE_LIMIT"}, {&s_serials, "_serials"},
     };
     for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
         *names[k].slot = PyUnicode_InternFromString(names[k].name);
         if (*names[k].slot == NULL)
             return NULL;
     }
+    s_empty_tuple = PyTuple_New(0);
+    if (s_empty_tuple == NULL)
+        return NULL;
     if (PyType_Ready(&SiteType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);

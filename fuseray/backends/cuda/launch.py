@@ -426,20 +426,21 @@ def direct(plan: Plan, roots: list, placeholders: list):
         b.launch(values, params, outs, device_id, streams.get_current_stream(device_id))
         return outs if picks is None else [outs[k] for k in picks]
 
-    def site(args: tuple, leaves: list, root: int, *, wrap, array_type, trace_state):
+    def site(args: tuple, leaves: list, root: int):
         """The compiled call site (``_callsite.Site``) for calls like ``args`` (plain positional
-        arguments: ``array_type`` arrays and Python scalars), whose leaves ``leaves`` were just
-        run through ``call``. It returns ``wrap`` of root ``root``'s array, and takes no call
-        made while ``trace_state.trace`` is set. None where it does not apply: not built,
-        turned off, several GPUs, a split reduction's workspace, a state not prepared yet."""
+        arguments: fuseray arrays and Python scalars), whose leaves ``leaves`` were just run
+        through ``call``. It returns root ``root``'s array as a new fuseray array, and takes no
+        call made while a trace is recording. None where it does not apply: not built, turned
+        off, several GPUs, a split reduction's workspace, a state not prepared yet."""
         if _callsite is None or not config.compiled_calls or driver._device_count != 1:
             return None
         address = driver.launch_address()
         if not address or len(args) != len(leaves):
             return None
+        ndarray, trace_state = _bind_callsite()
         specs = []
         for a, v in zip(args, leaves):
-            if type(a) is array_type and type(v) is DeviceArray:
+            if type(a) is ndarray and type(v) is DeviceArray:
                 specs.append((v.shape, v.dtype, v.strides))
             elif type(a) in (int, float, bool) and a is v:
                 specs.append(type(a))
@@ -461,7 +462,7 @@ def direct(plan: Plan, roots: list, placeholders: list):
         ):
             return None
         shift = dict(st.shifts)
-        outputs = tuple((target.shape, dtype, out_strides, nbytes)
+        outputs = tuple((target.shape, dtype, out_strides, memory.block_size(nbytes))
                         for target, _, dtype, out_strides, nbytes in b.outputs)
         tail = ((0, 0) if st.split else ()) + tuple(st.middle)
         pack, dims = st.program.pack, st.dims
@@ -469,8 +470,8 @@ def direct(plan: Plan, roots: list, placeholders: list):
         def fallback(function, args, stream):
             driver.launch(function, dims[:3], dims[3:6], args, pack, dims[6], stream.handle)
 
-        env = (array_type, DeviceArray, streams.get_current_stream, _empty, wrap, config,
-               config.fast_math, trace_state, fallback, address, 0)
+        env = (streams.get_current_stream, vars(config), config.fast_math, trace_state, fallback,
+               0, address)
         return _callsite.Site(
             tuple(specs), tuple((src, shift.get(k, 0)) for k, src in enumerate(inputs)),
             outputs, tail, tuple(param_sources), pack.codes, st.program, dims,
@@ -479,6 +480,28 @@ def direct(plan: Plan, roots: list, placeholders: list):
 
     call.site = site
     return call
+
+
+_callsite_classes: tuple | None = None
+_site_lock = threading.Lock()
+
+
+def _bind_callsite() -> tuple:
+    """Hand the C call site the classes whose objects it reads and makes (the front end's
+    ndarray, Node and Buffer, and this backend's DeviceArray and DeviceMemory) and the memory
+    pool's namespace, once; install its C ``DeviceMemory.__del__``. Returns (ndarray, the trace
+    state) for ``site``. Imported here, not at the top: the front end imports this backend."""
+    global _callsite_classes
+    if _callsite_classes is None:
+        from ...array import _trace_state, ndarray
+        from ...graph import Buffer, Node
+
+        with _site_lock:
+            if _callsite_classes is None:
+                DeviceMemory.__del__ = _callsite.bind(
+                    ndarray, Node, Buffer, DeviceArray, DeviceMemory, vars(memory))
+                _callsite_classes = (ndarray, _trace_state)
+    return _callsite_classes
 
 
 def c_strides_bytes(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:

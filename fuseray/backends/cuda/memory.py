@@ -163,6 +163,12 @@ _filers: dict[int, tuple[weakref.ref, set[int]]] = {}
 _recycled_bytes: dict[int, int] = {}  # device id -> bytes filed
 
 
+def block_size(nbytes: int) -> int:
+    """The bytes a DeviceMemory of ``nbytes`` holds: small blocks round up to a granule (one size
+    class per granule, so that they can be recycled)."""
+    return (nbytes + _GRANULE - 1) & -_GRANULE if nbytes <= _SMALL_BLOCK else nbytes
+
+
 def _allocate(size: int, stream: BaseStream) -> int:
     """A device pointer of ``size`` bytes (a granule multiple when small), in ``stream`` order."""
     if size <= _SMALL_BLOCK:
@@ -288,9 +294,7 @@ class DeviceMemory:
 
     def __init__(self, size: int, stream: BaseStream) -> None:
         self.ptr = 0  # what __del__ sees if the allocation below raises
-        if size <= _SMALL_BLOCK:
-            size = (size + _GRANULE - 1) & -_GRANULE  # one size class per granule
-        self.size = size
+        self.size = size = block_size(size)
         self.device_id = stream.device_id
         self.stream = stream
         if size:
@@ -302,6 +306,11 @@ class DeviceMemory:
 
     def __repr__(self) -> str:
         return f"<DeviceMemory {self.size} bytes at {self.ptr:#x} on device {self.device_id}>"
+
+
+# The Python __del__: the C call site replaces it with its own (``_callsite.bind``), which files
+# small blocks itself and calls _release for the rest; tests compare the two.
+_python_del = DeviceMemory.__del__
 
 
 class ForeignMemory:
