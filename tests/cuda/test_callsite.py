@@ -394,7 +394,8 @@ def test_the_result_is_made_as_the_python_path_makes_it(fake_one_gpu, monkeypatc
     assert hash(node) == node._hash == buffer.serial == by_python._node.arg[0].serial - 1
     assert node.key == f"buffer-{buffer.serial:x}" and node.op == "buffer"
     assert value.ptr == mem.ptr != by_python._node.value.ptr
-    assert mem.size == memory.block_size(4000) == 4096 and mem.stream is by_python._node.value.stream
+    assert mem.size == memory.block_size(4000) == 4096
+    assert mem.stream is by_python._node.value.stream
     assert mem.device_id == 0 and value.is_c_contiguous
     assert (out + 1).shape == (1000,)  # it joins a larger graph as any leaf does
 
