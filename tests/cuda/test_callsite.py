@@ -276,6 +276,11 @@ def test_the_site_checks_what_it_is_built_from():
              (1, 1, 1, 1, 1, 1, 0), 0, env(1)[:-1])
     with pytest.raises(RuntimeError, match="not initialised"):
         Site.__new__(Site)(())
+    site = Site((), (), (((), np.dtype(np.float32), (), 0),), (), (), b"Q", None,
+                (1, 1, 1, 1, 1, 1, 0), 0, env(1))
+    with pytest.raises(ValueError, match="initialised once"):
+        site.__init__((), (), (((), np.dtype(np.float32), (), 0),), (), (), b"Q", None,
+                      (1, 1, 1, 1, 1, 1, 0), 0, env(1))
 
 
 def test_unfiled_blocks_cannot_be_taken_by_an_allocation_already_under_way(fake_one_gpu):

@@ -475,7 +475,9 @@ wrap_output(PyObject *value)
             PyErr_SetString(PyExc_RuntimeError, "Buffer._serials ran out");
         return NULL;
     }
-    PyObject *shape = SLOT(value, darray_l, DA_SHAPE), *dtype = SLOT(value, darray_l, DA_DTYPE);
+    /* held: the allocations below may run a collection, and with it any Python code */
+    PyObject *shape = Py_NewRef(SLOT(value, darray_l, DA_SHAPE)),
+             *dtype = Py_NewRef(SLOT(value, darray_l, DA_DTYPE));
     PyObject *buffer = fresh(&buffer_l), *node = NULL, *arg = NULL, *a = NULL;
     if (buffer == NULL)
         goto done;
@@ -504,6 +506,8 @@ wrap_output(PyObject *value)
     put(a, &ndarray_l, ND_BASE, Py_NewRef(Py_None));
     put(a, &ndarray_l, ND_READONLY, Py_NewRef(Py_False));
 done:
+    Py_DECREF(shape);
+    Py_DECREF(dtype);
     Py_DECREF(serial);
     Py_XDECREF(buffer);
     Py_XDECREF(arg);
@@ -986,6 +990,8 @@ site_init(Site *self, PyObject *a, PyObject *kw)
         return -1;
     if (dmem_l.type == NULL)
         return bad("bind() the classes first");
+    if (self->vectorcall != site_not_ready) /* a call under way may be reading its specs */
+        return bad("a Site is initialised once");
     site_clear(self);
     self->vectorcall = site_not_ready;
     Py_ssize_t nargs = PyTuple_GET_SIZE(args), nin = PyTuple_GET_SIZE(inputs),
@@ -1218,13 +1224,16 @@ test_launch_locked(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, 
     while (params != NULL && params[n] != NULL)
         n++;
     PyObject *slots = PyTuple_New(n);
-    if (slots == NULL)
+    if (slots == NULL) {
+        PyErr_WriteUnraisable(test_launcher); /* a status, not an exception, goes back */
         return 999;
+    }
     for (Py_ssize_t k = 0; k < n; k++) {
         uint64_t v;
         memcpy(&v, params[k], 8);
         PyObject *x = PyLong_FromUnsignedLongLong(v);
         if (x == NULL) {
+            PyErr_WriteUnraisable(test_launcher);
             Py_DECREF(slots);
             return 999;
         }
