@@ -514,3 +514,86 @@ def test_an_allocation_out_of_memory_leaves_the_site_usable(fake_one_gpu):
     assert fake_one_gpu.raw_slots is not None and out.shape == (64,)
     kept.append(out)
     check_pool(kept)
+
+
+@built
+def test_a_build_that_does_not_know_the_classes_leaves_calls_in_python(fake_one_gpu, monkeypatch):
+    """A stale build (classes changed, extension not rebuilt) must not break @jit: bind's refusal
+    becomes one warning, and every call takes the Python path."""
+
+    def refuse(*args):
+        raise TypeError("bind: <class 'X'> is not a plain class with exactly the __slots__")
+
+    monkeypatch.setattr(launch, "_callsite_classes", None)
+    monkeypatch.setattr(launch._callsite, "bind", refuse)
+    f = fr.jit(lambda a, b: a * b)
+    x, y = arrays()
+    f(x, y)
+    with pytest.warns(RuntimeWarning, match="run in Python"):
+        out = f(x, y)
+    assert f._site is None and out.shape == (64,)
+    fake_one_gpu.raw_slots = None
+    assert f(x, y).shape == (64,) and fake_one_gpu.raw_slots is None
+
+
+def _other_pythons() -> list[str]:
+    """Other CPython 3 interpreters on this machine (pyenv's, or on PATH), one per version."""
+    import glob
+    import shutil
+    import subprocess
+    import sys
+
+    found = {}
+    candidates = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin/python3")))
+    candidates += [p for m in range(9, 16) if (p := shutil.which(f"python3.{m}"))]
+    for exe in candidates:
+        try:
+            out = subprocess.run([exe, "-c", "import sys, sysconfig; print(sys.version_info[:2]"
+                                  " >= (3, 10), sys.version_info[:2], sysconfig.get_paths()"
+                                  "['include'])"], capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        parts = out.stdout.split(" ", 1)
+        if out.returncode or parts[0] != "True":
+            continue
+        version, include = parts[1].strip().rsplit(") ", 1)
+        if version != str(sys.version_info[:2]) and os.path.exists(f"{include}/Python.h"):
+            found.setdefault(version, exe)
+    return list(found.values())
+
+
+def test_bind_takes_the_classes_on_every_python_here(tmp_path):
+    """The slots' layout differs between Python versions (3.12 manages ``__weakref__`` itself):
+    compile the call site for every other CPython on this machine and bind classes with the
+    real classes' slots there. (The device runs 3.12; CI's suite runs one version.)"""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    pythons = _other_pythons()
+    if not pythons or shutil.which("gcc") is None:
+        pytest.skip("no other CPython with headers, or no gcc")
+    source = Path(launch.__file__).with_name("_callsite.c")
+    classes = {"ndarray": ndarray, "Node": Node, "Buffer": Buffer,
+               "DeviceArray": memory.DeviceArray, "DeviceMemory": memory.DeviceMemory}
+    script = "import itertools, sys\nsys.path.insert(0, sys.argv[1])\nimport _callsite\n"
+    for name, cls in classes.items():
+        script += f"class {name}:\n    __slots__ = {cls.__slots__!r}\n"
+    script += (
+        "Buffer._serials = itertools.count()\n"
+        "DeviceMemory.__del__ = _callsite.bind(ndarray, Node, Buffer, DeviceArray, DeviceMemory,"
+        " {})\n"
+        "m = DeviceMemory()\nm.ptr, m.size, m.stream, m.device_id = 0, 0, None, 0\n"
+        "del m  # the C __del__: nothing allocated, nothing to do\n"
+        "print('bound')\n")
+    for exe in pythons:
+        out_dir = tmp_path / Path(exe).parts[-3]
+        out_dir.mkdir()
+        info = subprocess.run([exe, "-c", "import sysconfig; print(sysconfig.get_paths()"
+                               "['include'], sysconfig.get_config_var('EXT_SUFFIX'))"],
+                              capture_output=True, text=True, check=True).stdout.split()
+        built_so = out_dir / f"_callsite{info[1]}"
+        subprocess.run(["gcc", "-O1", "-fPIC", "-shared", f"-I{info[0]}", str(source), "-o",
+                        str(built_so)], check=True, capture_output=True)
+        run = subprocess.run([exe, "-c", script, str(out_dir)], capture_output=True, text=True)
+        assert run.returncode == 0 and run.stdout.strip() == "bound", (exe, run.stderr)

@@ -115,6 +115,19 @@ fresh(Layout *layout)
     return layout->type->tp_alloc(layout->type, 0);
 }
 
+/* Whether instances of ``t`` take weak references: a ``__weakref__`` slot is a list pointer at
+   ``tp_weaklistoffset`` up to 3.11, and managed by the interpreter (a negative offset) from
+   3.12. Either way ``tp_alloc`` lays it out. */
+static int
+has_weakref(PyTypeObject *t)
+{
+#ifdef Py_TPFLAGS_MANAGED_WEAKREF
+    if (t->tp_flags & Py_TPFLAGS_MANAGED_WEAKREF)
+        return 1;
+#endif
+    return t->tp_weaklistoffset > 0;
+}
+
 /* Check ``type`` against the slots this file knows and record their offsets. */
 static int
 layout_of(PyObject *type, const char *const *names, int n, Layout *out)
@@ -124,7 +137,7 @@ layout_of(PyObject *type, const char *const *names, int n, Layout *out)
     PyTypeObject *t = (PyTypeObject *)type;
     PyObject *slots = PyDict_GetItemString(t->tp_dict, "__slots__");
     int ok = (t->tp_flags & Py_TPFLAGS_HEAPTYPE) && t->tp_base == &PyBaseObject_Type &&
-             t->tp_dictoffset == 0 && t->tp_weaklistoffset > 0 && t->tp_itemsize == 0 &&
+             t->tp_dictoffset == 0 && has_weakref(t) && t->tp_itemsize == 0 &&
              slots != NULL && PyTuple_Check(slots) && PyTuple_GET_SIZE(slots) == n + 1;
     for (int k = 0; ok && k < n; k++) {
         PyObject *d = PyDict_GetItemString(t->tp_dict, names[k]);

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 
 import numpy as np
 
@@ -437,7 +438,10 @@ def direct(plan: Plan, roots: list, placeholders: list):
         address = driver.launch_address()
         if not address or len(args) != len(leaves):
             return None
-        ndarray, trace_state = _bind_callsite()
+        bound = _bind_callsite()
+        if not bound:
+            return None
+        ndarray, trace_state = bound
         specs = []
         for a, v in zip(args, leaves):
             if type(a) is ndarray and type(v) is DeviceArray:
@@ -482,7 +486,7 @@ def direct(plan: Plan, roots: list, placeholders: list):
     return call
 
 
-_callsite_classes: tuple | None = None
+_callsite_classes: tuple | bool | None = None
 _site_lock = threading.Lock()
 
 
@@ -498,9 +502,14 @@ def _bind_callsite() -> tuple:
 
         with _site_lock:
             if _callsite_classes is None:
-                DeviceMemory.__del__ = _callsite.bind(
-                    ndarray, Node, Buffer, DeviceArray, DeviceMemory, vars(memory))
-                _callsite_classes = (ndarray, _trace_state)
+                try:
+                    DeviceMemory.__del__ = _callsite.bind(
+                        ndarray, Node, Buffer, DeviceArray, DeviceMemory, vars(memory))
+                    _callsite_classes = (ndarray, _trace_state)
+                except (TypeError, ValueError) as e:  # a build older than the classes
+                    warnings.warn(f"fuseray: cached @jit calls run in Python, not through the "
+                                  f"C call site: {e}", RuntimeWarning, stacklevel=2)
+                    _callsite_classes = False
     return _callsite_classes
 
 
