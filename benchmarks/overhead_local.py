@@ -80,6 +80,7 @@ class FakeDriver:
         self._thread = threading.local()  # .current: context handle (0: none), .pushed: stack
         self.devices_of = {_CONTEXT_BASE + i: i for i in range(devices)}  # context -> device
         self.next_ptr = 0x7F0000000000
+        self._ptr_lock = threading.Lock()  # threads must not be handed one address twice
         if call_ns:  # the fake's own cost counts too
             self.call_ns = max(call_ns - self._overhead_ns(), 0)
 
@@ -169,8 +170,10 @@ class FakeDriver:
     # -- streams, events ----------------------------------------------------------------------
     def cuStreamCreate(self, flags):
         self._call("cuStreamCreate")
-        self.next_ptr += 0x1000
-        return (_SUCCESS, self._real.CUstream(self.next_ptr))
+        with self._ptr_lock:
+            self.next_ptr += 0x1000
+            handle = self.next_ptr
+        return (_SUCCESS, self._real.CUstream(handle))
 
     cuStreamDestroy = _succeeds("cuStreamDestroy")
     cuStreamSynchronize = _succeeds("cuStreamSynchronize")
@@ -200,8 +203,9 @@ class FakeDriver:
         if self.refuse_allocations:
             self.refuse_allocations -= 1
             return (self._real.CUresult.CUDA_ERROR_OUT_OF_MEMORY, None)
-        ptr = self.next_ptr
-        self.next_ptr += (int(size) + 0xFFFF) & ~0xFFFF
+        with self._ptr_lock:
+            ptr = self.next_ptr
+            self.next_ptr += (int(size) + 0xFFFF) & ~0xFFFF
         return (_SUCCESS, self._real.CUdeviceptr(ptr))
 
     cuMemFreeAsync = _succeeds("cuMemFreeAsync")

@@ -597,3 +597,50 @@ def test_bind_takes_the_classes_on_every_python_here(tmp_path):
                         str(built_so)], check=True, capture_output=True)
         run = subprocess.run([exe, "-c", script, str(out_dir)], capture_output=True, text=True)
         assert run.returncode == 0 and run.stdout.strip() == "bound", (exe, run.stderr)
+
+
+@built
+def test_threads_and_collections_keep_the_pool_consistent(fake_one_gpu, monkeypatch):
+    """Four threads call through the site with a thread switch every microsecond and a
+    collection at nearly every allocation, some outputs dying inside collections (held by
+    cycles): afterwards no block is filed twice or while live, and the count is the files'."""
+    import sys
+
+    f = fr.jit(lambda a, b, k: a * b + k)
+    x, y = arrays()
+    warm(f, x, y, 1.0)
+
+    class Cycle:
+        def __init__(self, out) -> None:
+            self.me, self.out = self, out
+
+    kept_all: list = []
+    errors: list = []
+
+    def body() -> None:
+        kept: list = []
+        try:
+            for _ in range(300):
+                Cycle(f(x, y, 1.0))
+                kept.append(f(x, y, 2.0))
+                if len(kept) > 4:
+                    kept.pop(0)
+        except Exception as e:  # reported below: a thread's exception would be lost
+            errors.append(repr(e))
+        kept_all.extend(kept)
+
+    switch, threshold = sys.getswitchinterval(), gc.get_threshold()
+    sys.setswitchinterval(1e-6)
+    gc.set_threshold(5)
+    try:
+        threads = [threading.Thread(target=body) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(switch)
+        gc.set_threshold(*threshold)
+    gc.collect()
+    assert errors == [] and len(kept_all) == 16
+    check_pool(kept_all)
