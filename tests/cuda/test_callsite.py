@@ -312,24 +312,29 @@ def test_a_release_nested_by_garbage_collection_loses_nothing(fake_one_gpu, monk
         pass
 
     inconsistent = 0
-    for threshold in range(1, 6):
-        for _ in range(10):
-            for name in ("_recycled", "_filers", "_recycled_bytes"):
-                monkeypatch.setattr(memory, name, {})
-            gc.collect()
-            c = Cycle()
-            c.c, c.m = c, memory.DeviceMemory(4096, stream)
-            del c
-            second = memory.DeviceMemory(4096, stream)
-            old = gc.get_threshold()
-            gc.set_threshold(threshold)  # a collection at (nearly) every allocation
-            try:
-                del second
-            finally:
-                gc.set_threshold(*old)
-            gc.collect()
-            filed = sum(len(ptrs) for ptrs in memory._recycled.values())
-            inconsistent += filed != 2 or memory._recycled_bytes.get(0) != 2 * 4096
+    gc.collect()
+    gc.freeze()  # the heap so far out of every collection: the hundred below stay quick
+    try:
+        for threshold in range(1, 6):
+            for _ in range(10):
+                for name in ("_recycled", "_filers", "_recycled_bytes"):
+                    monkeypatch.setattr(memory, name, {})
+                gc.collect()
+                c = Cycle()
+                c.c, c.m = c, memory.DeviceMemory(4096, stream)
+                del c
+                second = memory.DeviceMemory(4096, stream)
+                old = gc.get_threshold()
+                gc.set_threshold(threshold)  # a collection at (nearly) every allocation
+                try:
+                    del second
+                finally:
+                    gc.set_threshold(*old)
+                gc.collect()
+                filed = sum(len(ptrs) for ptrs in memory._recycled.values())
+                inconsistent += filed != 2 or memory._recycled_bytes.get(0) != 2 * 4096
+    finally:
+        gc.unfreeze()
     assert inconsistent == 0
 
 
