@@ -167,14 +167,21 @@ layout_of(PyObject *type, const char *const *names, int n, Layout *out)
 
 /* ------------------------------------------------------------------------------- the pool */
 
-/* The memory module's global ``name`` (a borrowed reference); NULL with an error if unset. */
+/* ``namespace[name]`` (a borrowed reference), or NULL with an error: ``missing`` where unset. */
+static inline PyObject *
+lookup(PyObject *namespace, PyObject *name, PyObject *missing)
+{
+    PyObject *v = PyDict_GetItemWithError(namespace, name);
+    if (v == NULL && !PyErr_Occurred())
+        PyErr_SetObject(missing, name);
+    return v;
+}
+
+/* The memory module's global ``name``. */
 static inline PyObject *
 pool_global(PyObject *name)
 {
-    PyObject *v = PyDict_GetItemWithError(memory_ns, name);
-    if (v == NULL && !PyErr_Occurred())
-        PyErr_SetObject(PyExc_NameError, name);
-    return v;
+    return lookup(memory_ns, name, PyExc_NameError);
 }
 
 static int
@@ -663,14 +670,11 @@ array_value(PyObject *a, ArgSpec *spec)
     return v;
 }
 
-/* A setting of ``config`` (its namespace: a borrowed reference), or NULL with an error. */
+/* A setting of ``config`` (read from its namespace). */
 static inline PyObject *
 setting(Site *self, PyObject *name)
 {
-    PyObject *v = PyDict_GetItemWithError(self->env[ENV_CONFIG], name);
-    if (v == NULL && !PyErr_Occurred())
-        PyErr_SetObject(PyExc_AttributeError, name);
-    return v;
+    return lookup(self->env[ENV_CONFIG], name, PyExc_AttributeError);
 }
 
 /* -1 on error, 0 when the call is not this site's, 1 to go on. */

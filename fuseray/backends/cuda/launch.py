@@ -490,11 +490,12 @@ _callsite_classes: tuple | bool | None = None
 _site_lock = threading.Lock()
 
 
-def _bind_callsite() -> tuple:
+def _bind_callsite() -> tuple | bool:
     """Hand the C call site the classes whose objects it reads and makes (the front end's
     ndarray, Node and Buffer, and this backend's DeviceArray and DeviceMemory) and the memory
     pool's namespace, once; install its C ``DeviceMemory.__del__``. Returns (ndarray, the trace
-    state) for ``site``. Imported here, not at the top: the front end imports this backend."""
+    state) for ``site``, or False where the build does not know the classes (a warning says
+    so). Imported here, not at the top: the front end imports this backend."""
     global _callsite_classes
     if _callsite_classes is None:
         from ...array import _trace_state, ndarray
