@@ -1748,9 +1748,10 @@ def binding_variants(label: str, binding, variants: dict, check) -> dict:
         if not check(name, got, st):
             continue
 
-        def run(st=st, key=key):
+        def run(st=st, key=key, outs=None):  # ``outs``: a list the outputs are put in
             binding.last_key, binding.last_state = key, st
-            binding.launch(values, [], [None] * len(binding.outputs), dev, stream)
+            outs = [None] * len(binding.outputs) if outs is None else outs
+            binding.launch(values, [], outs, dev, stream)
 
         runs[f"{label} {name}"] = (run, fr.synchronize)
     return runs
@@ -2131,7 +2132,113 @@ def probe_pairing() -> None:
         entries.clear()
 
 
-SECTIONS = {"pairing": probe_pairing, "bshints": probe_bshints, "splitend": probe_splitend,
+def pdl_prologue(trigger: bool):
+    """An edit that starts the kernel with ``griddepcontrol.wait`` (sm_90+: wait for the grid
+    before it in the stream to finish and its writes to be visible), after a
+    ``griddepcontrol.launch_dependents`` (let the next grid in the stream be scheduled now) if
+    ``trigger``; without it the next grid is let in as this one's blocks exit."""
+    lines = ['  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");'] if trigger else []
+    lines.append('  asm volatile("griddepcontrol.wait;" ::: "memory");')
+
+    def edit(src):
+        start = src.index(") {\n", src.index("__global__")) + len(") {\n")
+        return src[:start] + "\n".join(lines) + "\n" + src[start:]
+
+    return edit
+
+
+class PDLLaunch:
+    """A stand-in for ``cuLaunchKernel`` that launches with ``cuLaunchKernelEx`` and programmatic
+    stream serialisation allowed (programmatic dependent launch: the grid may be scheduled
+    before the one before it in the stream has finished; its ``griddepcontrol.wait`` orders
+    it). One launch configuration per grid, block, shared memory and stream."""
+
+    def __init__(self):
+        self.configs: dict = {}
+
+    def __call__(self, f, gx, gy, gz, bx, by, bz, smem, stream, params, extra):
+        cu = driver.cu
+        key = (gx, gy, gz, bx, by, bz, smem, int(stream or 0))
+        cfg = self.configs.get(key)
+        if cfg is None:
+            cfg = cu.CUlaunchConfig()
+            cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ = gx, gy, gz
+            cfg.blockDimX, cfg.blockDimY, cfg.blockDimZ = bx, by, bz
+            cfg.sharedMemBytes, cfg.hStream = smem, stream
+            attr = cu.CUlaunchAttribute()
+            attr.id = cu.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+            attr.value.programmaticStreamSerializationAllowed = 1
+            cfg.attrs, cfg.numAttrs = [attr], 1
+            self.configs[key] = cfg
+        return cu.cuLaunchKernelEx(cfg, f, params, extra)
+
+
+def launching_with(run, launcher):
+    """``run`` with the driver's ``cuLaunchKernel`` replaced by ``launcher`` while it runs."""
+
+    def call(**kw):
+        real = driver.cu.cuLaunchKernel
+        driver.cu.cuLaunchKernel = launcher
+        try:
+            run(**kw)
+        finally:
+            driver.cu.cuLaunchKernel = real
+
+    return call
+
+
+def probe_pdl() -> None:
+    """Programmatic dependent launch (sm_90): each kernel waits with ``griddepcontrol.wait`` and
+    is launched with programmatic stream serialisation, so that the next call's grid is
+    scheduled while this one's last blocks (a split reduction's end, the last wave) finish.
+    sumsq, colsum and triad: as generated, recompiled with the probe's options (the control for
+    the edits), the wait alone launched as before (the prologue's cost), and with PDL (early
+    trigger, and the trigger at block exit); each PDL output checked over 40 back-to-back calls;
+    next to torch.compile, timed as the suite times, shuffled."""
+    import workloads
+
+    pdl = PDLLaunch()
+    cases = []
+    host = np.random.default_rng(3).standard_normal(N, dtype=np.float32)
+    x = fr.asarray(host)
+    cases.append(("sumsq", (x * x).sum(), np.float64((host.astype(np.float64) ** 2).sum()),
+                  [host], 4 * N))
+    ch = workloads.inputs("colsum", N, np.random.default_rng(4))
+    m, g = (fr.asarray(a) for a in ch)
+    cases.append(("colsum", (m * g).sum(axis=0), (ch[0].astype(np.float64) * ch[1]).sum(axis=0),
+                  ch, 4 * N))
+    th = workloads.inputs("triad", N, np.random.default_rng(5))
+    a, b, c = (fr.asarray(h) for h in th)
+    cases.append(("triad", a * b + c, th[0].astype(np.float64) * th[1] + th[2], th, 16 * N))
+    for label, result, want, peer_host, nbytes in cases:
+        variants = {"generated": None, "recompiled": lambda s: s,
+                    "wait, plain launch": pdl_prologue(False),
+                    "PDL, early trigger": pdl_prologue(True),
+                    "PDL, trigger at exit": pdl_prologue(False)}
+        runs = kernel_variants(label, result, want, variants)
+        scale = max(float(np.abs(want).max()), 1e-30)
+        for name in ("PDL, early trigger", "PDL, trigger at exit"):
+            full = f"{label} {name}"
+            run, sync = runs[full]
+            run = launching_with(run, pdl)
+            runs[full] = (run, sync)
+            results = []
+            for _ in range(40):  # each call's own output: a race would spoil some of them
+                outs = [None]
+                run(outs=outs)
+                results.append(outs)
+            sync()
+            errs = [float(np.abs(launch_to_numpy(o[0]).astype(np.float64) - want).max()) / scale
+                    for o in results]
+            print(f"   {full}: 40 back-to-back calls, largest rel err {max(errs):.1e}"
+                  f" (first {errs[0]:.1e})", flush=True)
+        add_peer(runs, "torch.compile", label, peer_host)
+        fr.cuda.wait_for_compiles()  # "generated" times the optimised tier's build
+        interleaved(runs, nbytes, rounds=15, shuffle=True, batch=None, control=True)
+
+
+SECTIONS = {"pdl": probe_pdl, "pairing": probe_pairing, "bshints": probe_bshints,
+            "splitend": probe_splitend,
             "colsumload": probe_colsumload,
             "splitgeom": probe_splitgeom,
             "sumsqsplit": probe_sumsqsplit,
