@@ -2158,7 +2158,7 @@ class PDLLaunch:
 
     def __call__(self, f, gx, gy, gz, bx, by, bz, smem, stream, params, extra):
         cu = driver.cu
-        key = (gx, gy, gz, bx, by, bz, smem, int(stream or 0))
+        key = (gx, gy, gz, bx, by, bz, smem, 0 if stream is None else int(stream))
         cfg = self.configs.get(key)
         if cfg is None:
             cfg = cu.CUlaunchConfig()
