@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, settings
 # while the tests run; the session's last test item reports the result
 # (tests/cuda/compile_all.py). FUSERAY_COMPILE_ALL=0 turns it off for quick local runs.
 sys.path.insert(0, str(pathlib.Path(__file__).parent / "cuda"))
-pytest_plugins = ["compile_all"]
+pytest_plugins = ["compile_all", "numba_warm"]
 
 settings.register_profile(
     "ci",
