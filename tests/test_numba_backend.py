@@ -39,7 +39,7 @@ FLOATS = [np.dtype(t) for t in "efd"]
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):
     """One numba disk cache for the whole session (subprocess tests reuse it), the one that
-    numba_warm.py's child process compiles the op tables into when it runs."""
+    numba_warm.py's child process fills when it runs."""
     path = numba_warm.cache_dir() or tmp_path_factory.mktemp("fuseray-cache")
     old = os.environ.get("FUSERAY_CACHE_DIR")
     os.environ["FUSERAY_CACHE_DIR"] = str(path)
@@ -194,28 +194,22 @@ def table_inputs(shape, dtype):
     return [x, y, s, c]
 
 
-def op_table_case(test: str, dtype):
-    """(build, inputs, names) of ``test`` (test_op_table or test_op_table_strided) for ``dtype``;
-    numba_warm.py compiles the same kernels ahead of the tests."""
-    names, build = table_outputs(dtype)
-    if test == "test_op_table":
-        return build, table_inputs((97,), dtype), names
-
-    def strided(x, y, s, c):
-        return build(x.T, y[::-1].T, s.T[:, ::-1], c.T)
-
-    return strided, table_inputs((11, 13), dtype), names
-
-
 @pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
 def test_op_table(dtype):
-    agree(*op_table_case("test_op_table", dtype))
+    names, build = table_outputs(dtype)
+    agree(build, table_inputs((97,), dtype), names)
 
 
 @pytest.mark.parametrize("dtype", [np.dtype("f"), np.dtype("i"), np.dtype("e")], ids=str)
 def test_op_table_strided(dtype):
     """The same ops reading transposed and reversed views of 2-D buffers."""
-    agree(*op_table_case("test_op_table_strided", dtype))
+    names, build = table_outputs(dtype)
+    inputs = table_inputs((11, 13), dtype)
+
+    def strided(x, y, s, c):
+        return build(x.T, y[::-1].T, s.T[:, ::-1], c.T)
+
+    agree(strided, inputs, names)
 
 
 @pytest.mark.parametrize("dtype", [np.dtype(t) for t in "fdbBhHiIqQe"], ids=str)
