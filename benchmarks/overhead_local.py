@@ -75,6 +75,7 @@ class FakeDriver:
         self.devices = devices
         self.calls: collections.Counter = collections.Counter()  # every call but the launch
         self.launches: list = []  # (device id, stream handle) of each launch
+        self.launch_attributes: list = []  # each cuLaunchKernelEx's attributes (id, value)
         self.raw_status = 0  # what raw_launch answers instead of launching, when not 0
         self.refuse_allocations = 0  # how many allocations to answer out of memory
         self._thread = threading.local()  # .current: context handle (0: none), .pushed: stack
@@ -223,6 +224,16 @@ class FakeDriver:
         self.launches.append((device_id, int(stream)))
         return (_SUCCESS,)
 
+    def cuLaunchKernelEx(self, config, f, params, extra):
+        """``cuLaunchKernel`` from a ``CUlaunchConfig``; its attributes, as ``(id, programmatic
+        stream serialisation allowed)`` pairs, are kept in ``launch_attributes``."""
+        self.launch_attributes.append([
+            (a.id, a.value.programmaticStreamSerializationAllowed)
+            for a in config.attrs[:config.numAttrs]])
+        return self.cuLaunchKernel(f, config.gridDimX, config.gridDimY, config.gridDimZ,
+                                   config.blockDimX, config.blockDimY, config.blockDimZ,
+                                   config.sharedMemBytes, config.hStream, params, extra)
+
     def cuGetProcAddress(self, symbol, version, flags):
         """``cuLaunchKernel``'s address for the compiled call path: the C module's test
         launcher, which hands each launch to ``raw_launch`` (none where the module is not
@@ -273,9 +284,12 @@ def install(call_ns: int = 500, devices: int = 1, patch=setattr) -> FakeDriver:
     }
 
     class FakeFunction:
-        __slots__ = ("_ctx_int", "_shared_limit", "device_id", "handle", "name", "ptr")
+        __slots__ = ("_configs", "_ctx_int", "_shared_limit", "dependent", "device_id", "handle",
+                     "name", "ptr")
 
         def __init__(self, name: str, device_id: int) -> None:
+            self.dependent = driver.dependent_launch(device_id)  # as Program loads it
+            self._configs: dict = {}
             self.handle = real.CUfunction(_FUNCTION_BASE + device_id)
             self.ptr = _FUNCTION_BASE + device_id
             self.name = name

@@ -15,6 +15,17 @@
 #include "fuseray_math.cuh"
 #include "fuseray_reduce.cuh"
 
+// Programmatic dependent launch (sm_90 and later). The launcher may let a kernel's grid start
+// before the grid ahead of it in the stream has finished (driver.py, ``Function.dependent``), so
+// that its blocks are scheduled while that grid's last blocks run. Every generated kernel
+// therefore begins with this wait, before any memory access: it returns once the grid ahead
+// has completed and its writes are visible, and at once for a kernel launched as usual.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define FR_WAIT_FOR_PRIOR_GRID() asm volatile("griddepcontrol.wait;" ::: "memory")
+#else
+#define FR_WAIT_FOR_PRIOR_GRID() ((void)0)
+#endif
+
 // N consecutive elements as one aligned access (16 bytes for N * sizeof(T) == 16: LDG.128).
 template <class T, int N> struct alignas(sizeof(T) * N) fr_vec {
   T v[N];

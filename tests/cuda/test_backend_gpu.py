@@ -564,6 +564,36 @@ def test_split_reductions_repeat_exactly():
         np.testing.assert_array_equal(fr.asnumpy(s), want_m)
 
 
+def test_dependent_launches_read_what_the_grid_ahead_wrote():
+    """On compute capability 9.0 and later every generated kernel is a programmatic dependent
+    launch (it may start while the grid ahead of it finishes, and waits before touching
+    memory). A chain of kernels each reading the one before it (elementwise, a split full sum,
+    column sums, a scatter), 40 rounds back to back with nothing read in between, must equal
+    NumPy exactly (int64); a kernel that read early would see the previous round's values."""
+    from fuseray.backends.cuda import driver, launch
+
+    dependent = driver.device_props(0).compute_capability >= (9, 0)
+    assert driver.dependent_launch(0) == dependent
+    modulus = 1_000_003
+    step = fr.jit(lambda x: (x * 3 + 1) % modulus)
+    total = fr.jit(lambda y: y.sum())
+    mix = fr.jit(lambda y, s: (y + s) % modulus)
+    cols = fr.jit(lambda y: y.reshape(1 << 12, 256).sum(axis=0))
+    x = np.random.default_rng(5).integers(0, modulus, 1 << 20).astype(np.int64)
+    fx = fr.asarray(x)
+    for _ in range(40):
+        y = step(fx)
+        fx = mix(y, total(y))
+        c = cols(fx)
+        fx[:256] = c % modulus
+        x = (x * 3 + 1) % modulus
+        x = (x + x.sum()) % modulus
+        x[:256] = x.reshape(1 << 12, 256).sum(axis=0) % modulus
+    np.testing.assert_array_equal(fr.asnumpy(fx), x)
+    loaded = [p.function for p in launch._programs.values()]
+    assert loaded and all(f.dependent == dependent for f in loaded)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "int32", "uint8", "bool"])
 @pytest.mark.parametrize("length", [5, 127, 1000, 4099, 20003, (1 << 16) + 7])
 def test_streamed_reductions_with_vector_loads(dtype, length):

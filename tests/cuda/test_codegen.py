@@ -697,3 +697,21 @@ def test_fast_math_maps_libm_calls_to_intrinsics(monkeypatch, fast):
     assert ("--use_fast_math" in options) is fast and ("-minimal" in options) is not fast
     ptx = nvrtc.compile_ptx(src, name, "compute_90", options).decode()
     assert ("sin.approx" in ptx) is fast
+
+
+def test_every_kernel_waits_for_the_grid_ahead_before_touching_memory():
+    """Every kind of generated kernel (flat, row, reduce, scatter) starts with
+    ``FR_WAIT_FOR_PRIOR_GRID()``: a dependent launch (driver.Function.dependent) may start it
+    before the grid ahead of it in the stream has finished."""
+    x = fr.asarray(np.random.default_rng(0).standard_normal((64, 48)).astype(np.float32))
+    m = x - x.max(axis=1, keepdims=True)
+    plan = plan_of(x * 2 + 1, m / m.sum(axis=1, keepdims=True), (x * x).sum(),
+                   x.sum(axis=0), *_scatters("float32")[:1], *_gathers()[:1])
+    kinds = set()
+    for kernel in plan.kernels:
+        name, source = generate(kernel)
+        kinds.add(name.split("_")[1])
+        signature = source.index("__global__")
+        body = source[source.index(") {\n", signature) + len(") {\n"):]
+        assert body.lstrip().startswith("FR_WAIT_FOR_PRIOR_GRID();"), name
+    assert {"elementwise", "reduce", "scatter"} <= kinds, kinds

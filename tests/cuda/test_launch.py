@@ -280,3 +280,30 @@ def test_cached_call_packs_scalar_arguments_in_the_parameters_dtype(fake_cuda):
         packed = pack._format.unpack_from(pack._local.buffers[0])
         assert packed[-2:] == (s, k) and pack.types[-2:] == ("float64", "int64")
     assert out.dtype == np.float32 and f.trace_count == 1 and len(fake_cuda.launches) == 2
+
+
+def test_generated_kernels_are_dependent_launches_on_sm90_only(fake_one_gpu, monkeypatch):
+    """On compute capability 9.0 a generated kernel (which waits for the grid ahead of it) is
+    launched with cuLaunchKernelEx and programmatic stream serialisation; with
+    ``config.dependent_launch`` off when it is loaded, or on an 8.x GPU, with cuLaunchKernel."""
+    import dataclasses
+
+    x = fr.asarray(np.arange(64, dtype=np.float32))
+    pss = driver.cu.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+    launched = len(fake_one_gpu.launches)
+    (x * 2 + 1).compute()
+    (x * x).sum().compute()  # a reduction, through its own launch path
+    assert len(fake_one_gpu.launches) == launched + 2
+    assert fake_one_gpu.launch_attributes == [[(pss, 1)], [(pss, 1)]]
+    with fr.cuda.Stream() as s:  # a second stream: its own launch configuration
+        (x * 2 + 1).compute()
+    assert fake_one_gpu.launches[-1] == (0, s.ptr) and len(fake_one_gpu.launch_attributes) == 3
+    monkeypatch.setattr(config, "dependent_launch", False)
+    fr.sin(x).compute()  # a new kernel, loaded with the setting off
+    monkeypatch.setattr(config, "dependent_launch", True)
+    props = driver._props[0]
+    monkeypatch.setitem(driver._props, 0, dataclasses.replace(
+        props, compute_capability=(8, 0), arch="sm_80"))
+    fr.cos(x).compute()  # a new kernel on an sm_80 GPU
+    assert len(fake_one_gpu.launches) == launched + 5
+    assert len(fake_one_gpu.launch_attributes) == 3

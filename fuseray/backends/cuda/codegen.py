@@ -370,6 +370,7 @@ ${point_body}
 
 extern "C" __global__ void __launch_bounds__(${block}) ${name}(
     ${params}) {
+  FR_WAIT_FOR_PRIOR_GRID();
   const fr_idx fr_tid = (fr_idx)blockIdx.x * blockDim.x + threadIdx.x;
   const fr_idx fr_step = (fr_idx)gridDim.x * blockDim.x;
 ${uniform}  fr_idx fr_start = 0;

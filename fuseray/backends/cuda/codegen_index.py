@@ -108,6 +108,7 @@ typedef ${win} fr_win;
 
 extern "C" __global__ void __launch_bounds__(${block}) ${name}(
     ${params}) {
+  FR_WAIT_FOR_PRIOR_GRID();
   const fr_idx fr_tid = (fr_idx)blockIdx.x * blockDim.x + threadIdx.x;
   const fr_idx fr_step = (fr_idx)gridDim.x * blockDim.x;
   if (fr_phase == 0) {

@@ -144,6 +144,7 @@ _REDUCE = string.Template("""\
 ${header}
 extern "C" __global__ void __launch_bounds__(${block}) ${name}(
     ${params}) {
+  FR_WAIT_FOR_PRIOR_GRID();
   extern __shared__ __align__(16) unsigned char fr_smem[];
 ${body}
 }

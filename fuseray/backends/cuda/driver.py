@@ -36,6 +36,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ... import config
+
 try:
     from cuda.bindings import driver as cu
 except ImportError:  # fuseray still runs on the CPU; available() explains why CUDA is off
@@ -342,12 +344,17 @@ class Function:
     """A loaded kernel: the CUfunction plus what the launch path and schedulers need.
 
     ``handle`` is the raw ``CUfunction``. ``num_regs`` and ``max_threads_per_block`` come from the
-    compiled code and bound the block size this kernel can be launched with.
+    compiled code and bound the block size this kernel can be launched with. ``dependent``: the
+    kernel begins with ``griddepcontrol.wait`` (``FR_WAIT_FOR_PRIOR_GRID``) and is launched with
+    programmatic stream serialisation, so that its grid may start while the grid ahead of it
+    in the stream finishes (``dependent_launch``).
     """
 
     __slots__ = (
+        "_configs",
         "_ctx_int",
         "_shared_limit",
+        "dependent",
         "device_id",
         "handle",
         "max_threads_per_block",
@@ -356,11 +363,13 @@ class Function:
         "ptr",
     )
 
-    def __init__(self, handle, name: str, device_id: int) -> None:
+    def __init__(self, handle, name: str, device_id: int, dependent: bool = False) -> None:
         self.handle = handle
         self.ptr = int(handle)  # the CUfunction as an int, for the compiled call path
         self.name = name
         self.device_id = device_id
+        self.dependent = dependent
+        self._configs: dict = {}  # a dependent launch's CUlaunchConfig by dimensions and stream
         self._ctx_int = _context_ints[device_id]
         self._shared_limit = _DEFAULT_SHARED_LIMIT
         attr = cu.CUfunction_attribute
@@ -395,16 +404,25 @@ class Function:
 
 _load_lock = threading.Lock()
 _modules: dict[tuple[int, bytes], object] = {}
-_functions: dict[tuple[int, bytes, str], Function] = {}
+_functions: dict[tuple[int, bytes, str, bool], Function] = {}
 
 
-def load_function(device_id: int, cubin: bytes, name: str) -> Function:
-    """Load ``cubin`` on ``device_id`` and return its ``extern "C"`` kernel ``name``.
+def dependent_launch(device_id: int) -> bool:
+    """Whether a generated kernel loaded now on ``device_id`` is launched as a programmatic
+    dependent launch (``Function.dependent``): ``config.dependent_launch`` on a GPU of compute
+    capability 9.0 or later (``griddepcontrol`` is sm_90's)."""
+    return config.dependent_launch and device_props(device_id).compute_capability >= (9, 0)
 
-    Cached per (device, sha256 of the CUBIN, name); modules stay loaded for the process lifetime.
+
+def load_function(device_id: int, cubin: bytes, name: str, dependent: bool = False) -> Function:
+    """Load ``cubin`` on ``device_id`` and return its ``extern "C"`` kernel ``name``; see
+    ``Function`` for ``dependent`` (only for a kernel that waits with ``griddepcontrol.wait``).
+
+    Cached per (device, sha256 of the CUBIN, name, dependent); modules stay loaded for the
+    process lifetime.
     """
     digest = hashlib.sha256(cubin).digest()
-    key = (device_id, digest, name)
+    key = (device_id, digest, name, dependent)
     func = _functions.get(key)
     if func is not None:
         return func
@@ -426,7 +444,7 @@ def load_function(device_id: int, cubin: bytes, name: str) -> Function:
         handle = check(
             cu.cuModuleGetFunction(module, name.encode()), f"cuModuleGetFunction({name})"
         )
-        func = _functions[key] = Function(handle, name, device_id)
+        func = _functions[key] = Function(handle, name, device_id, dependent)
     return func
 
 
@@ -539,18 +557,37 @@ def launch(
     bx, by, bz = (block, 1, 1) if type(block) is int else (*block, 1, 1)[:3]
     if shared_mem > func._shared_limit:
         func._allow_shared(shared_mem)
+    dims = (gx, gy, gz, bx, by, bz, shared_mem)
     status, current = cu.cuCtxGetCurrent()
     if not status and int(current) == func._ctx_int:
-        (status,) = cu.cuLaunchKernel(
-            func.handle, gx, gy, gz, bx, by, bz, shared_mem, stream, params, 0
-        )
+        status = _launch(func, dims, stream, params)
     else:
         with ContextScope(func.device_id):
-            (status,) = cu.cuLaunchKernel(
-                func.handle, gx, gy, gz, bx, by, bz, shared_mem, stream, params, 0
-            )
+            status = _launch(func, dims, stream, params)
     if status:
-        raise CUDAError(f"cuLaunchKernel({func.name}, grid={grid}, block={block})", status)
+        what = "cuLaunchKernelEx" if func.dependent else "cuLaunchKernel"
+        raise CUDAError(f"{what}({func.name}, grid={grid}, block={block})", status)
+
+
+def _launch(func: Function, dims: tuple[int, ...], stream, params: int):
+    """One driver launch of ``func``; returns the driver's status."""
+    if not func.dependent:
+        return cu.cuLaunchKernel(func.handle, *dims, stream, params, 0)[0]
+    key = (dims, 0 if stream is None else int(stream))
+    cfg = func._configs.get(key)
+    if cfg is None:
+        cfg = cu.CUlaunchConfig()
+        (cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ, cfg.blockDimX, cfg.blockDimY, cfg.blockDimZ,
+         cfg.sharedMemBytes) = dims
+        cfg.hStream = stream
+        attribute = cu.CUlaunchAttribute()
+        attribute.id = cu.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+        attribute.value.programmaticStreamSerializationAllowed = 1
+        cfg.attrs, cfg.numAttrs = [attribute], 1
+        if len(func._configs) >= 64:  # a few dimensions and streams a kernel; bounded anyway
+            func._configs.clear()
+        func._configs[key] = cfg
+    return cu.cuLaunchKernelEx(cfg, func.handle, params, 0)[0]
 
 
 _launch_address: int | None = None
@@ -599,7 +636,10 @@ def launch_prepared(
         values, params, _ = pack._new_buffers()
     pack._format.pack_into(values, 0, *args)
     if dims[6] <= func._shared_limit:
-        (status,) = cu.cuLaunchKernel(func.handle, *dims, stream, params, 0)
+        if not func.dependent:
+            (status,) = cu.cuLaunchKernel(func.handle, *dims, stream, params, 0)
+        else:
+            status = _launch(func, dims, stream, params)
         if not status:
             return
     launch(func, dims[:3], dims[3:6], args, pack, dims[6], stream)

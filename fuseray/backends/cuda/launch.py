@@ -62,7 +62,9 @@ class Program:
     """A generated kernel loaded on one device, with its prebuilt argument layout.
 
     A kernel no cache level holds starts on a quick build (``quick`` is True) while
-    ``tiers`` compiles the optimised one, which then replaces ``function``.
+    ``tiers`` compiles the optimised one, which then replaces ``function``. Every generated
+    kernel waits for the grid ahead of it (``FR_WAIT_FOR_PRIOR_GRID``), so both builds are
+    loaded as dependent launches where the device and ``config.dependent_launch`` allow.
     """
 
     __slots__ = ("function", "generated", "pack", "quick")
@@ -72,6 +74,7 @@ class Program:
         options = compile_options()
         source, name = generated.source, generated.name
         cache = default_cache()
+        dependent = driver.dependent_launch(device_id)
         self.generated = generated
         self.pack = driver.arg_pack([p.kind for p in generated.params])
         self.quick = False
@@ -82,13 +85,13 @@ class Program:
             except CompileError:
                 quick = None  # the optimised build below reports what NVRTC says
             if quick is not None:
-                self.function = driver.load_function(device_id, quick, name)
+                self.function = driver.load_function(device_id, quick, name, dependent)
                 self.quick = True
                 tiers.schedule_upgrade(self, device_id, arch, options)
                 return
         if cubin is None:
             cubin = cache.get_cubin(source, name, arch, options)
-        self.function = driver.load_function(device_id, cubin, name)
+        self.function = driver.load_function(device_id, cubin, name, dependent)
 
 
 _programs: dict[tuple[str, int], Program] = {}

@@ -110,7 +110,8 @@ def _upgrade(program, device_id: int, arch: str, options: tuple[str, ...]) -> No
     cubin = default_cache().get_cubin(gen.source, gen.name, arch, options)
     if _state["exiting"]:  # the disk cache has it; no module loads while Python shuts down
         return
-    program.function = driver.load_function(device_id, cubin, gen.name)
+    program.function = driver.load_function(device_id, cubin, gen.name,
+                                            program.function.dependent)
     program.quick = False
 
 
