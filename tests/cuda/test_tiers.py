@@ -25,6 +25,7 @@ from fuseray.backends.cuda.nvrtc import CompileError  # noqa: E402
 
 class FakeProps:
     arch = "sm_90"
+    compute_capability = (9, 0)
 
 
 @pytest.fixture
@@ -32,7 +33,8 @@ def loads(monkeypatch, tmp_path):
     """A fresh disk cache under tmp_path, and a record of every module load: (cubin, name)."""
     loaded = []
 
-    def load_function(device_id, cubin, name):
+    def load_function(device_id, cubin, name, dependent=False):
+        assert dependent  # an sm_90 GPU: both builds wait for the grid ahead
         loaded.append((cubin, name))
         return ("function", len(loaded))
 

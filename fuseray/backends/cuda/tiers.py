@@ -111,7 +111,7 @@ def _upgrade(program, device_id: int, arch: str, options: tuple[str, ...]) -> No
     if _state["exiting"]:  # the disk cache has it; no module loads while Python shuts down
         return
     program.function = driver.load_function(device_id, cubin, gen.name,
-                                            program.function.dependent)
+                                            driver.dependent_launch(device_id))
     program.quick = False
 
 
