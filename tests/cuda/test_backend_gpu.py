@@ -564,7 +564,7 @@ def test_split_reductions_repeat_exactly():
         np.testing.assert_array_equal(fr.asnumpy(s), want_m)
 
 
-def test_dependent_launches_read_what_the_grid_ahead_wrote():
+def test_dependent_launches_read_what_the_grid_ahead_wrote(monkeypatch):
     """On compute capability 9.0 and later every generated kernel is a programmatic dependent
     launch (it may start while the grid ahead of it finishes, and waits before touching
     memory). A chain of kernels each reading the one before it (elementwise, a split full sum,
@@ -572,6 +572,8 @@ def test_dependent_launches_read_what_the_grid_ahead_wrote():
     NumPy exactly (int64); a kernel that read early would see the previous round's values."""
     from fuseray.backends.cuda import driver, launch
 
+    monkeypatch.setattr(config, "dependent_launch", True)
+    monkeypatch.setattr(launch, "_programs", {})  # loaded afresh, with the setting on
     dependent = driver.device_props(0).compute_capability >= (9, 0)
     assert driver.dependent_launch(0) == dependent
     modulus = 1_000_003

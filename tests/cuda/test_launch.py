@@ -288,6 +288,7 @@ def test_generated_kernels_are_dependent_launches_on_sm90_only(fake_one_gpu, mon
     ``config.dependent_launch`` off when it is loaded, or on an 8.x GPU, with cuLaunchKernel."""
     import dataclasses
 
+    monkeypatch.setattr(config, "dependent_launch", True)
     x = fr.asarray(np.arange(64, dtype=np.float32))
     pss = driver.cu.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
     launched = len(fake_one_gpu.launches)

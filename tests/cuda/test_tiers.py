@@ -43,6 +43,7 @@ def loads(monkeypatch, tmp_path):
     monkeypatch.setattr(cache_mod, "_default", cache_mod.KernelCache(tmp_path / "cache"))
     monkeypatch.setattr(config, "fast_math", False)
     monkeypatch.setattr(config, "tiered_compile", True)
+    monkeypatch.setattr(config, "dependent_launch", True)
     monkeypatch.setitem(tiers._state, "warned", False)
     yield loaded
     assert tiers.wait(120), "an optimised build was still running when the test ended"
