@@ -243,10 +243,13 @@ class FakeDriver:
             from fuseray.backends.cuda import _callsite
         except ImportError:
             return (self._real.CUresult.CUDA_ERROR_NOT_FOUND, 0, None)
-        if symbol != b"cuLaunchKernel":
-            return (self._real.CUresult.CUDA_ERROR_NOT_FOUND, 0, None)
         found = self._real.CUdriverProcAddressQueryResult.CU_GET_PROC_ADDRESS_SUCCESS
-        return (_SUCCESS, _callsite.set_test_launcher(self.raw_launch), found)
+        if symbol == b"cuLaunchKernel":
+            return (_SUCCESS, _callsite.set_test_launcher(self.raw_launch), found)
+        if symbol == b"cuLaunchKernelEx":  # records its attributes, then as cuLaunchKernel
+            _callsite.set_test_launcher(self.raw_launch)
+            return (_SUCCESS, _callsite.test_launch_ex_address(), found)
+        return (self._real.CUresult.CUDA_ERROR_NOT_FOUND, 0, None)
 
     def raw_launch(self, f, grid, block, shared, stream, slots) -> int:
         """``cuLaunchKernel`` as the compiled call path calls it (ints, and the arguments as
@@ -310,7 +313,7 @@ def install(call_ns: int = 500, devices: int = 1, patch=setattr) -> FakeDriver:
     fresh = {
         driver: dict(_available=True, _device_count=devices, _props=props, _contexts={},
                      _context_ints={}, _context_devices={}, _modules={}, _functions={},
-                     _launch_address=None),
+                     _launch_address=None, _launch_ex_address=None),
         memory: dict(_pools={}, _recycled={}, _filers={}, _recycled_bytes={}),
         streams: dict(_local=type(streams._local)(), _default_streams={}),
         launch_index: dict(_records={}, _pending={}),

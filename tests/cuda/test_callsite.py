@@ -649,3 +649,31 @@ def test_threads_and_collections_keep_the_pool_consistent(fake_one_gpu, monkeypa
     gc.collect()
     assert errors == [] and len(kept_all) == 16
     check_pool(kept_all)
+
+
+@built
+def test_dependent_kernels_launch_through_cuLaunchKernelEx(fake_one_gpu, monkeypatch):
+    """With ``config.dependent_launch`` on an sm_90 GPU, the site launches as the Python path
+    does: ``cuLaunchKernelEx`` with programmatic stream serialisation allowed, the same
+    function, grid, stream and arguments."""
+    monkeypatch.setattr(config, "dependent_launch", True)
+    pss = int(driver.cu.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION)
+    f = fr.jit(lambda a, s: a * s + 1)
+    (x,) = arrays(count=1)
+    warm(f, x, 2.0)
+    kernel = f.lower(x, 2.0)[1].plan.kernels[0]
+    assert launch.binding_for(kernel).last_state.program.function.dependent
+    pack = pack_of(f, x, 2.0)
+    monkeypatch.setattr(config, "compiled_calls", False)
+    f(x, 3.0)
+    by_python = python_packed(pack)
+    monkeypatch.setattr(config, "compiled_calls", True)
+    launches = len(fake_one_gpu.launches)
+    with fr.cuda.Stream() as s:
+        out = f(x, 3.0)
+        assert fake_one_gpu.launches[-1] == (0, s.ptr)
+    assert len(fake_one_gpu.launches) == launches + 1
+    assert launch._callsite.last_test_attributes() == [(pss, 1)]
+    got = site_packed(fake_one_gpu, pack)
+    assert got[1] == out._node.value.ptr and got[:1] + got[2:] == by_python[:1] + by_python[2:]
+    assert fake_one_gpu.launch_attributes[-1] == [(pss, 1)]  # the Python path's own launch

@@ -64,6 +64,47 @@ typedef int (*launch_fn)(void *f, unsigned gx, unsigned gy, unsigned gz, unsigne
 
 #define MAX_SLOTS 256
 
+/* Programmatic dependent launch (driver.Function.dependent): ``cuLaunchKernelEx`` with the one
+   attribute that lets the grid start while the grid ahead of it in the stream finishes. The
+   structures as cuda.h (CUDA 12 and 13) lays them out: CUlaunchAttribute is the attribute's id
+   padded to 8 bytes and a 64-byte value; CUlaunchConfig the dimensions, the dynamic shared
+   memory, the stream and the attribute list. */
+typedef struct {
+    unsigned int id; /* CUlaunchAttributeID */
+    char pad[4];
+    union {
+        char bytes[64];
+        int allowed; /* programmaticStreamSerializationAllowed */
+    } value;
+} launch_attribute;
+
+typedef struct {
+    unsigned int grid[3], block[3], shared;
+    void *stream;
+    launch_attribute *attrs;
+    unsigned int count;
+} launch_config;
+
+typedef int (*launch_ex_fn)(const launch_config *config, void *f, void **params, void **extra);
+
+#define PROGRAMMATIC_STREAM_SERIALIZATION 6 /* CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION */
+
+static launch_ex_fn launch_ex = NULL; /* set by dependent_launcher, before any site uses it */
+
+/* A launch_fn for a site whose kernel is a dependent launch: cuLaunchKernel's arguments, handed
+   to cuLaunchKernelEx with programmatic stream serialisation allowed. */
+static int
+dependent_launch(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                 unsigned bz, unsigned shared, void *stream, void **params, void **extra)
+{
+    launch_attribute attribute;
+    memset(&attribute, 0, sizeof attribute);
+    attribute.id = PROGRAMMATIC_STREAM_SERIALIZATION;
+    attribute.value.allowed = 1;
+    launch_config config = {{gx, gy, gz}, {bx, by, bz}, shared, stream, &attribute, 1};
+    return launch_ex(&config, f, params, extra);
+}
+
 /* names, interned once */
 static PyObject *s_ptr, *s_use_on, *s_function, *s_device, *s_fast_math, *s_trace, *s_buffer,
     *s_cpu, *s_compiled_calls, *s_device_id, *s_stream, *s_acquire, *s_release, *s_allocate,
@@ -1273,6 +1314,57 @@ test_launch_locked(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, 
     return (int)status;
 }
 
+/* A stand-in for cuLaunchKernelEx: records the attributes of the last launch (``id`` and the
+   value's first int, for ``last_test_attributes``) and hands the launch to ``test_launch``. */
+static PyObject *test_attributes = NULL;
+
+static int
+test_launch_ex(const launch_config *config, void *f, void **params, void **extra)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *seen = PyList_New(0);
+    for (unsigned k = 0; seen != NULL && k < config->count; k++) {
+        PyObject *pair = Py_BuildValue("(Ii)", config->attrs[k].id, config->attrs[k].value.allowed);
+        if (pair == NULL || PyList_Append(seen, pair) < 0)
+            Py_CLEAR(seen);
+        Py_XDECREF(pair);
+    }
+    if (seen == NULL)
+        PyErr_WriteUnraisable(Py_None);
+    Py_XSETREF(test_attributes, seen);
+    PyGILState_Release(gil);
+    return test_launch(f, config->grid[0], config->grid[1], config->grid[2], config->block[0],
+                       config->block[1], config->block[2], config->shared, config->stream, params,
+                       extra);
+}
+
+static PyObject *
+last_test_attributes(PyObject *module, PyObject *unused)
+{
+    return Py_NewRef(test_attributes != NULL ? test_attributes : Py_None);
+}
+
+static PyObject *
+test_launch_ex_address(PyObject *module, PyObject *unused)
+{
+    return PyLong_FromVoidPtr((void *)(uintptr_t)test_launch_ex);
+}
+
+/* dependent_launcher(address of cuLaunchKernelEx) -> the address of a launch_fn for sites of
+   dependent kernels; the driver's function is kept for every such site of the process. */
+static PyObject *
+dependent_launcher(PyObject *module, PyObject *address)
+{
+    void *p = PyLong_AsVoidPtr(address);
+    if (p == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "no cuLaunchKernelEx address");
+        return NULL;
+    }
+    launch_ex = (launch_ex_fn)p;
+    return PyLong_FromVoidPtr((void *)(uintptr_t)dependent_launch);
+}
+
 static PyObject *
 set_test_launcher(PyObject *module, PyObject *fn)
 {
@@ -1288,6 +1380,14 @@ static PyMethodDef methods[] = {
     {"bind", (PyCFunction)(void (*)(void))bind, METH_FASTCALL,
      "bind(ndarray, Node, Buffer, DeviceArray, DeviceMemory, memory namespace) -> the C"
      " DeviceMemory.__del__ (see the module docstring)."},
+    {"dependent_launcher", dependent_launcher, METH_O,
+     "dependent_launcher(address of cuLaunchKernelEx) -> address of a cuLaunchKernel-like"
+     " launch for sites of dependent kernels (programmatic stream serialisation allowed)."},
+    {"test_launch_ex_address", test_launch_ex_address, METH_NOARGS,
+     "-> address of a cuLaunchKernelEx stand-in that records its attributes and launches"
+     " through the test launcher."},
+    {"last_test_attributes", last_test_attributes, METH_NOARGS,
+     "-> [(attribute id, value)] of the stand-in's last launch, or None."},
     {"set_test_launcher", set_test_launcher, METH_O,
      "set_test_launcher(fn) -> address of a cuLaunchKernel stand-in that calls fn(function, grid,"
      " block, shared, stream, slots); None removes fn."},

@@ -591,32 +591,47 @@ def _launch(func: Function, dims: tuple[int, ...], stream, params: int):
 
 
 _launch_address: int | None = None
+_launch_ex_address: int | None = None
+
+
+def _proc_address(symbol: bytes) -> int:
+    """The driver's ``symbol`` for the compiled call path, or 0 where there is none. The legacy
+    or per-thread default stream variant, as cuda.bindings chooses
+    (``CUDA_PYTHON_CUDA_PER_THREAD_DEFAULT_STREAM``), so a stream handle of 0 means the same to
+    both paths."""
+    if not available():
+        return 0
+    flags = cu.CUdriverProcAddress_flags
+    ptds = os.environ.get("CUDA_PYTHON_CUDA_PER_THREAD_DEFAULT_STREAM", "0")
+    flag = (flags.CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM
+            if ptds.strip() not in ("", "0") else flags.CU_GET_PROC_ADDRESS_LEGACY_STREAM)
+    try:
+        status, pfn, found = cu.cuGetProcAddress(symbol, 12000, flag)
+    except Exception:  # an older binding or a stand-in driver without it
+        return 0
+    if status or not int(pfn) or (
+        found is not None
+        and found != cu.CUdriverProcAddressQueryResult.CU_GET_PROC_ADDRESS_SUCCESS
+    ):
+        return 0
+    return int(pfn)
 
 
 def launch_address() -> int:
-    """The address of the driver's ``cuLaunchKernel`` for the compiled call path, or 0 where
-    there is none. The legacy or per-thread default stream variant, as cuda.bindings chooses
-    (``CUDA_PYTHON_CUDA_PER_THREAD_DEFAULT_STREAM``), so a stream handle of 0 means the same to
-    both paths."""
+    """The address of the driver's ``cuLaunchKernel`` for the compiled call path (0: none)."""
     global _launch_address
     if _launch_address is None:
-        address = 0
-        if available():
-            flags = cu.CUdriverProcAddress_flags
-            ptds = os.environ.get("CUDA_PYTHON_CUDA_PER_THREAD_DEFAULT_STREAM", "0")
-            flag = (flags.CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM
-                    if ptds.strip() not in ("", "0") else flags.CU_GET_PROC_ADDRESS_LEGACY_STREAM)
-            try:
-                status, pfn, found = cu.cuGetProcAddress(b"cuLaunchKernel", 12000, flag)
-            except Exception:  # an older binding or a stand-in driver without it
-                status, pfn, found = 1, 0, None
-            if not status and int(pfn) and (
-                found is None
-                or found == cu.CUdriverProcAddressQueryResult.CU_GET_PROC_ADDRESS_SUCCESS
-            ):
-                address = int(pfn)
-        _launch_address = address
+        _launch_address = _proc_address(b"cuLaunchKernel")
     return _launch_address
+
+
+def launch_ex_address() -> int:
+    """The address of the driver's ``cuLaunchKernelEx`` for the compiled call path's dependent
+    launches (0: none)."""
+    global _launch_ex_address
+    if _launch_ex_address is None:
+        _launch_ex_address = _proc_address(b"cuLaunchKernelEx")
+    return _launch_ex_address
 
 
 def launch_prepared(

@@ -468,6 +468,11 @@ def direct(plan: Plan, roots: list, placeholders: list):
             st.dims[6] > function._shared_limit
         ):
             return None
+        if function.dependent:  # the same launch as the Python path's (driver._launch)
+            ex = driver.launch_ex_address()
+            if not ex:
+                return None
+            address = _callsite.dependent_launcher(ex)
         shift = dict(st.shifts)
         outputs = tuple((target.shape, dtype, out_strides, memory.block_size(nbytes))
                         for target, _, dtype, out_strides, nbytes in b.outputs)
