@@ -328,15 +328,16 @@ def bound(node):
     return binding, lambda: binding.run({}, dev, stream)
 
 
-def swap_source(binding, edit, options=(), base=("-minimal",)) -> None:
+def swap_source(binding, edit, options=(), base=("-minimal",), dependent=False) -> None:
     """Recompile the binding's last-used kernel from ``edit(source)`` with NVRTC options
-    ``base`` + ``options``."""
+    ``base`` + ``options``; ``dependent`` loads it as a programmatic dependent launch
+    (``driver.Function.dependent``: only for a source that waits with ``griddepcontrol.wait``)."""
     st = binding.last_state
     gen = st.program.generated
     dev = driver.current_device()
     cubin = nvrtc.compile_cubin(edit(gen.source), gen.name, driver.device_props(dev).arch,
                                 (*base, *options))
-    func = driver.load_function(dev, cubin, gen.name)
+    func = driver.load_function(dev, cubin, gen.name, dependent)
     prog = st.program.__class__.__new__(st.program.__class__)
     prog.generated, prog.function, prog.pack = gen, func, st.program.pack
     st.program = prog
@@ -1728,9 +1729,10 @@ def probe_ncu() -> None:
     driver.check(driver.cu.cuProfilerStop(), "cuProfilerStop")
 
 
-def binding_variants(label: str, binding, variants: dict, check) -> dict:
+def binding_variants(label: str, binding, variants: dict, check, dependent=()) -> dict:
     """Runs (label -> (call, sync)) of ``binding``'s kernel with its source edited by each of
-    ``variants`` (name -> edit, None: as generated), each with a launch state of its own.
+    ``variants`` (name -> edit, None: as generated), each with a launch state of its own; the
+    edited variants named in ``dependent`` are loaded as programmatic dependent launches.
     ``check(name, outputs, state)`` gets each variant's outputs as NumPy arrays, prints what it
     found and says whether the variant is timed."""
     dev, stream = driver.current_device(), streams.get_current_stream()
@@ -1740,7 +1742,7 @@ def binding_variants(label: str, binding, variants: dict, check) -> dict:
         relaunch(binding)
         binding.run({}, dev, stream)
         if edit is not None:
-            swap_source(binding, edit, ("-fmad=false",))
+            swap_source(binding, edit, ("-fmad=false",), dependent=name in dependent)
         env: dict = {}
         binding.run(env, dev, stream)
         got = [launch_to_numpy(env[o[0]]) for o in binding.outputs]
@@ -1757,10 +1759,11 @@ def binding_variants(label: str, binding, variants: dict, check) -> dict:
     return runs
 
 
-def kernel_variants(label: str, result, want: np.ndarray, variants: dict) -> dict:
+def kernel_variants(label: str, result, want: np.ndarray, variants: dict, dependent=()) -> dict:
     """Runs (label -> (call, sync)) of lazy ``result``'s single generated kernel with its source
     edited by each of ``variants`` (name -> edit, None: as generated), each with a launch state
-    of its own, checked against float64 ``want`` (the largest relative error printed)."""
+    of its own (``dependent``: as ``binding_variants``), checked against float64 ``want`` (the
+    largest relative error printed)."""
     binding, _ = bound(result._node)
     scale = max(float(np.abs(want).max()), 1e-30)
 
@@ -1769,7 +1772,7 @@ def kernel_variants(label: str, result, want: np.ndarray, variants: dict) -> dic
         print(f"   {label} {name}: grid {st.launch.grid}, rel err {err:.1e}", flush=True)
         return True
 
-    return binding_variants(label, binding, variants, check)
+    return binding_variants(label, binding, variants, check, dependent)
 
 
 def sumsq_variants(x, want: float, variants: dict) -> dict:
@@ -2132,73 +2135,30 @@ def probe_pairing() -> None:
         entries.clear()
 
 
-def pdl_prologue(trigger: bool):
-    """An edit that starts the kernel with ``griddepcontrol.wait`` (sm_90+: wait for the grid
-    before it in the stream to finish and its writes to be visible), after a
-    ``griddepcontrol.launch_dependents`` (let the next grid in the stream be scheduled now) if
-    ``trigger``; without it the next grid is let in as this one's blocks exit."""
-    lines = ['  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");'] if trigger else []
-    lines.append('  asm volatile("griddepcontrol.wait;" ::: "memory");')
-
-    def edit(src):
-        start = src.index(") {\n", src.index("__global__")) + len(") {\n")
-        return src[:start] + "\n".join(lines) + "\n" + src[start:]
-
-    return edit
-
-
-class PDLLaunch:
-    """A stand-in for ``cuLaunchKernel`` that launches with ``cuLaunchKernelEx`` and programmatic
-    stream serialisation allowed (programmatic dependent launch: the grid may be scheduled
-    before the one before it in the stream has finished; its ``griddepcontrol.wait`` orders
-    it). One launch configuration per grid, block, shared memory and stream."""
-
-    def __init__(self):
-        self.configs: dict = {}
-
-    def __call__(self, f, gx, gy, gz, bx, by, bz, smem, stream, params, extra):
-        cu = driver.cu
-        key = (gx, gy, gz, bx, by, bz, smem, 0 if stream is None else int(stream))
-        cfg = self.configs.get(key)
-        if cfg is None:
-            cfg = cu.CUlaunchConfig()
-            cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ = gx, gy, gz
-            cfg.blockDimX, cfg.blockDimY, cfg.blockDimZ = bx, by, bz
-            cfg.sharedMemBytes, cfg.hStream = smem, stream
-            attr = cu.CUlaunchAttribute()
-            attr.id = cu.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
-            attr.value.programmaticStreamSerializationAllowed = 1
-            cfg.attrs, cfg.numAttrs = [attr], 1
-            self.configs[key] = cfg
-        return cu.cuLaunchKernelEx(cfg, f, params, extra)
-
-
-def launching_with(run, launcher):
-    """``run`` with the driver's ``cuLaunchKernel`` replaced by ``launcher`` while it runs."""
-
-    def call(**kw):
-        real = driver.cu.cuLaunchKernel
-        driver.cu.cuLaunchKernel = launcher
-        try:
-            run(**kw)
-        finally:
-            driver.cu.cuLaunchKernel = real
-
-    return call
+def trigger_dependents_first(src: str) -> str:
+    """A generated kernel that lets the next grid in the stream be scheduled as soon as each of
+    its blocks starts (``griddepcontrol.launch_dependents`` before its wait), rather than as
+    each block exits."""
+    wait = "  FR_WAIT_FOR_PRIOR_GRID();\n"
+    assert src.count(wait) == 1, "every generated kernel opens with the wait"
+    return src.replace(wait, '  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");\n'
+                       + wait)
 
 
 def probe_pdl() -> None:
-    """Programmatic dependent launch (sm_90): each kernel waits with ``griddepcontrol.wait`` and
-    is launched with programmatic stream serialisation, so that the next call's grid is
-    scheduled while this one's last blocks (a split reduction's end, the last wave) finish.
-    sumsq, colsum and triad: as generated, recompiled with the probe's options (the control for
-    the edits), the wait alone launched as before (the prologue's cost), and with PDL (early
-    trigger, and the trigger at block exit); each PDL output checked over 40 back-to-back calls;
-    next to torch.compile, timed as the suite times, shuffled."""
+    """Programmatic dependent launch (sm_90): every generated kernel opens with
+    ``griddepcontrol.wait``; loaded as a dependent launch (as ``config.dependent_launch`` loads
+    them) it is launched with programmatic stream serialisation, so that the next call's grid
+    is scheduled while this one's last blocks (a split reduction's end, the last wave) finish.
+    sumsq, colsum and triad: as generated (a plain launch), recompiled with the probe's options
+    (the control for the other two), and with PDL, its trigger at block exit and at block start
+    (``trigger_dependents_first``); each PDL output checked over 40 back-to-back calls; next to
+    torch.compile, timed as the suite times, shuffled. (Run before the wait was generated,
+    G39, the wait was the probe's own edit.)"""
     import workloads
 
-    pdl = PDLLaunch()
     cases = []
+    pdl = ("PDL, early trigger", "PDL, trigger at exit")
     host = np.random.default_rng(3).standard_normal(N, dtype=np.float32)
     x = fr.asarray(host)
     cases.append(("sumsq", (x * x).sum(), np.float64((host.astype(np.float64) ** 2).sum()),
@@ -2212,16 +2172,13 @@ def probe_pdl() -> None:
     cases.append(("triad", a * b + c, th[0].astype(np.float64) * th[1] + th[2], th, 16 * N))
     for label, result, want, peer_host, nbytes in cases:
         variants = {"generated": None, "recompiled": lambda s: s,
-                    "wait, plain launch": pdl_prologue(False),
-                    "PDL, early trigger": pdl_prologue(True),
-                    "PDL, trigger at exit": pdl_prologue(False)}
-        runs = kernel_variants(label, result, want, variants)
+                    "PDL, early trigger": trigger_dependents_first,
+                    "PDL, trigger at exit": lambda s: s}
+        runs = kernel_variants(label, result, want, variants, dependent=pdl)
         scale = max(float(np.abs(want).max()), 1e-30)
-        for name in ("PDL, early trigger", "PDL, trigger at exit"):
+        for name in pdl:
             full = f"{label} {name}"
             run, sync = runs[full]
-            run = launching_with(run, pdl)
-            runs[full] = (run, sync)
             results = []
             for _ in range(40):  # each call's own output: a race would spoil some of them
                 outs = [None]

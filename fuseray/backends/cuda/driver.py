@@ -651,7 +651,7 @@ def launch_prepared(
         values, params, _ = pack._new_buffers()
     pack._format.pack_into(values, 0, *args)
     if dims[6] <= func._shared_limit:
-        if not func.dependent:
+        if not func.dependent:  # _launch's plain case, inlined: this is every cached launch
             (status,) = cu.cuLaunchKernel(func.handle, *dims, stream, params, 0)
         else:
             status = _launch(func, dims, stream, params)
