@@ -374,10 +374,11 @@ def interleaved_rounds(entries: dict, rounds: int, time_one: Callable,
     return times
 
 
-def interleaved_batches(entries: dict, rounds: int) -> dict:
+def interleaved_batches(entries: dict, rounds: int, batches: dict | None = None) -> dict:
     """``interleaved_rounds`` of one timed batch (seconds per call) each, every entry's batch
-    sized once."""
-    batches = {label: batch_size(call, sync) for label, (call, sync) in entries.items()}
+    sized once (or given: label -> calls per batch)."""
+    if batches is None:
+        batches = {label: batch_size(call, sync) for label, (call, sync) in entries.items()}
     return interleaved_rounds(
         entries, rounds, lambda label, call, sync: time_calls(call, sync, 1, batches[label]))
 
@@ -409,7 +410,14 @@ def paired_against_best_peer(frameworks: dict, workload: str, rows: dict, host_i
             fw.settle()
             entries[name] = (call, fw.sync)
         entries["fuseray (A/A)"] = entries["fuseray"]
-        times = interleaved_batches(entries, rounds)
+        batches = {label: batch_size(call, sync) for label, (call, sync) in entries.items()}
+        # each side timed alone, in the batches the rounds use, just before and after them: a
+        # pairing median far from these is interleaving's effect, not the machine's drift
+        alone = lambda: {name: time_calls(*entries[name], 7, batches[name]) * 1e3  # noqa: E731
+                         for name in ("fuseray", peer)}
+        alone_before = alone()
+        times = interleaved_batches(entries, rounds, batches)
+        alone_after = alone()
     finally:
         entries.clear()
         for name in ("fuseray", peer):
@@ -417,7 +425,8 @@ def paired_against_best_peer(frameworks: dict, workload: str, rows: dict, host_i
     return {"peer": peer, "rounds": rounds,
             "speed": paired_ratio_quartiles(times[peer], times["fuseray"]),
             "aa": paired_ratio_quartiles(times["fuseray (A/A)"], times["fuseray"]),
-            "median_ms": {label: statistics.median(ts) * 1e3 for label, ts in times.items()}}
+            "median_ms": {label: statistics.median(ts) * 1e3 for label, ts in times.items()},
+            "alone_ms": {"before": alone_before, "after": alone_after}}
 
 
 def paired_verdict(p: dict) -> str:
@@ -622,6 +631,9 @@ def main(argv=None) -> dict:
                 print(f"  {wl:>14} paired with {paired['peer']}: fuseray speed x{q2:.3f} "
                       f"[{q1:.3f}, {q3:.3f}], A/A x{a2:.3f} [{a1:.3f}, {a3:.3f}]: "
                       f"{paired_verdict(paired)} (medians: {ms})")
+                for when, ms_alone in paired["alone_ms"].items():
+                    print(f"  {wl:>14} alone, {when} the rounds: " + ", ".join(
+                        f"{k} {v:.4f} ms" for k, v in ms_alone.items()))
         Path(args.json).write_text(json.dumps(results, indent=1))  # partial results survive
     results["small_triad_us"] = {}
     for name, fw in frameworks.items():

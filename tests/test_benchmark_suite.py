@@ -99,6 +99,9 @@ def test_paired_against_best_peer_times_fuseray_beside_the_faster_peer(monkeypat
     host = workloads.inputs("triad", 1 << 12, np.random.default_rng(1))
     p = gpu.paired_against_best_peer(frameworks, "triad", rows, host, rounds=3)
     assert p["peer"] == "jax.jit" and p["rounds"] == 3
+    for when in ("before", "after"):
+        assert set(p["alone_ms"][when]) == {"fuseray", "jax.jit"}
+        assert all(ms > 0 for ms in p["alone_ms"][when].values())
     for q1, q2, q3 in (p["speed"], p["aa"]):
         assert 0 < q1 <= q2 <= q3
     assert gpu.paired_verdict(p) in ("ahead", "behind", "tie")
