@@ -83,6 +83,9 @@ class Generator(ReductionCode):
         self.reductions = [i for i in self.order if self.nodes[i][0] in REDUCE]
         self._schedule()
         self.e = Emitter()
+        # access -> the in-range flag (a name, or "True") of its row, and of its q segment
+        self.row_valid: dict[int, str] = {}
+        self.seg_valid: dict[int, str] = {}
 
     # -- analysis of the spec -----------------------------------------------------------------
     def _schedule(self) -> None:
@@ -233,27 +236,29 @@ class Generator(ReductionCode):
         for k in range(len(self.accesses)):
             terms = [f"a{k}o"] + [f"ir{d} * a{k}r{d}" for d in range(self.kr)]
             e(f"rb{k} = {' + '.join(terms)}")
-            self.emit_mask_flags(k, "r", f"mr{k}")
+            self.row_valid[k] = self.emit_mask_flag(k, "r", f"mr{k}")
         for k, acc in enumerate(self.reads):
             if acc[1] == "row" and not self.is_gather(k):
-                self.emit_read(k, f"rb{k}", "", f"mr{k}")
+                self.emit_read(k, f"rb{k}", "", self.row_valid[k])
 
-    def emit_mask_flags(self, k: int, side: str, name: str, inner: bool = False) -> None:
-        """A bool per access saying whether its masked dims on ``side`` are in range."""
-        conds = []
+    def emit_mask_flag(self, k: int, side: str, name: str, also: str = "True") -> str:
+        """The bool saying whether access ``k``'s masked dims on ``side`` (the q side: those
+        outside the segment's own dim) are in range, and ``also``: ``name``, assigned here, or
+        the literal ``True`` where nothing is masked (most accesses). An unmasked access emits
+        no flag: each ``and`` is a branch in numba's IR, and 90 dead ones made an op table's
+        kernel take seconds longer to compile."""
+        conds = [] if also == "True" else [also]
         for m, (s, d) in enumerate(self.accesses[k][5]):
-            if s != side:
-                continue
-            if side == "q" and d == self.kq - 1:
-                if inner:
-                    conds.append(f"a{k}m{m}lo <= i < a{k}m{m}hi")
-                continue
-            if side == "q" and inner:
+            if s != side or (side == "q" and d == self.kq - 1):
                 continue
             idx = f"ir{d}" if side == "r" else f"iq{d}"
             conds.append(f"a{k}m{m}lo <= {idx} < a{k}m{m}hi")
-        if conds or not inner:
-            self.e(f"{name} = {' and '.join(conds) if conds else 'True'}")
+        if not conds:
+            return "True"
+        if conds == [also]:
+            return also
+        self.e(f"{name} = {' and '.join(conds)}")
+        return name
 
     def emit_read(self, k: int, base: str, step: str, valid: str, picked: str = "") -> None:
         """``v{k}`` = read ``k`` at position ``base + step`` (zero where a mask says so); for a
@@ -262,7 +267,7 @@ class Generator(ReductionCode):
         acc = self.reads[k]
         pos = f"{base}{step}"
         lower = acc[4]
-        conds = [valid]
+        conds = [] if valid == "True" else [valid]
         if picked:
             pos += f" + {picked} * a{k}gs"
             conds.append(f"0 <= {picked} < a{k}gn")
@@ -281,15 +286,11 @@ class Generator(ReductionCode):
                     e(f"x{k} += d{k} * a{k}l{j}s{d}")
                 e(f"p{k} = x{k}")
             pos = f"p{k}"
-        if acc[5] and any(s == "q" and d == self.kq - 1 for s, d in acc[5]):
-            e(f"mi{k} = {valid}")
-            for m, (s, d) in enumerate(acc[5]):
-                if s == "q" and d == self.kq - 1:
-                    e(f"mi{k} = mi{k} and a{k}m{m}lo <= i < a{k}m{m}hi")
-            conds = [f"mi{k}"] + conds[1:]
-        masked = acc[5] or any(has for _, has in lower) or picked
+        # masks along the segment's own dim: checked per element
+        conds += [f"a{k}m{m}lo <= i < a{k}m{m}hi" for m, (s, d) in enumerate(acc[5])
+                  if s == "q" and d == self.kq - 1]
         load = self.load(k, pos)
-        if masked:
+        if conds:
             e(f"v{k} = {load} if ({' and '.join(conds)}) else {self.zero(acc[2])}")
         else:
             e(f"v{k} = {load}")
@@ -320,10 +321,9 @@ class Generator(ReductionCode):
                     continue
                 terms = [f"rb{k}"] + [f"iq{d} * a{k}q{d}" for d in range(self.kq - 1)]
                 e(f"b{k} = {' + '.join(terms)}")
-                self.emit_mask_flags(k, "q", f"ms{k}")
-                e(f"ms{k} = ms{k} and mr{k}")
+                self.seg_valid[k] = self.emit_mask_flag(k, "q", f"ms{k}", self.row_valid[k])
                 if self.hoisted(k):
-                    self.emit_read(k, f"b{k}", "", f"ms{k}")
+                    self.emit_read(k, f"b{k}", "", self.seg_valid[k])
             body()
             e("f += hi - lo")
 
@@ -349,7 +349,7 @@ class Generator(ReductionCode):
         e = self.e
         for k in reads:
             if not self.hoisted(k) and not self.is_gather(k):
-                self.emit_read(k, f"b{k}", self.index(k), f"ms{k}")
+                self.emit_read(k, f"b{k}", self.index(k), self.seg_valid[k])
         for i in cached_loads:
             e(f"t{i} = k{i}[np.uint64(qi)]")
         for i in temps:
@@ -367,9 +367,9 @@ class Generator(ReductionCode):
             e(f"if {g} < 0 or {g} >= a{k}gn:")
             e("    err[1] = 1")
             if level == "row":
-                self.emit_read(k, f"rb{k}", "", f"mr{k}", g)
+                self.emit_read(k, f"rb{k}", "", self.row_valid[k], g)
             else:
-                self.emit_read(k, f"b{k}", self.index(k), f"ms{k}", g)
+                self.emit_read(k, f"b{k}", self.index(k), self.seg_valid[k], g)
             e(f"t{i} = v{k}")
             return
         e(f"t{i} = {self.expr(i)}")
