@@ -209,6 +209,7 @@ class Compiler:
         self.refused: dict[str, tuple[str, str]] = {}  # kernel name -> (message, test)
         self.limited: dict[str, int] = {}  # known limitation -> kernels refused for it
         self.planned = 0
+        self.by_module: dict[str, int] = {}  # test module -> distinct sources it planned first
         self.gen_seconds = 0.0
         self.pool: cf.ProcessPoolExecutor | None = None
         self.nvrtc = True
@@ -286,6 +287,8 @@ class Compiler:
                 if key in self.seen:
                     continue
                 self.seen.add(key)
+                module = self.test.split("::")[0]
+                self.by_module[module] = self.by_module.get(module, 0) + 1
                 batch = self.pending.setdefault(group, [])
                 batch.append((name, source, self.test))
                 if len(batch) >= BATCH:
@@ -374,6 +377,9 @@ class Compiler:
             summary += "; NVRTC is not available here, nothing was compiled"
         for why, count in self.limited.items():
             summary += f"; {count} not generated: {why}"
+        top = sorted(self.by_module.items(), key=lambda kv: -kv[1])[:6]
+        if top:  # where CI's compile time goes
+            summary += "; most distinct sources: " + ", ".join(f"{m} {n}" for m, n in top)
         return failures, summary
 
 
