@@ -292,6 +292,7 @@ def test_only_masked_accesses_carry_range_flags(monkeypatch):
     table's kernel once carried ~90 dead ones, which cost a quarter of its compile time): an
     access with nothing masked names no in-range flag, a masked one still checks its range."""
     sources = []
+    monkeypatch.setattr(numba_backend, "_compiled", {})  # every kernel is loaded here
     load = numba_cache.load
     monkeypatch.setattr(numba_cache, "load",
                         lambda name, source: sources.append(source) or load(name, source))
