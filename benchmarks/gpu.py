@@ -426,7 +426,9 @@ def paired_against_best_peer(frameworks: dict, workload: str, rows: dict, host_i
             "speed": paired_ratio_quartiles(times[peer], times["fuseray"]),
             "aa": paired_ratio_quartiles(times["fuseray (A/A)"], times["fuseray"]),
             "median_ms": {label: statistics.median(ts) * 1e3 for label, ts in times.items()},
-            "alone_ms": {"before": alone_before, "after": alone_after}}
+            "alone_ms": {"before": alone_before, "after": alone_after},
+            # per round, in the order ``interleaved_rounds`` took them (random.Random(round))
+            "round_ms": {label: [t * 1e3 for t in ts] for label, ts in times.items()}}
 
 
 def paired_verdict(p: dict) -> str:

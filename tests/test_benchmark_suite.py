@@ -102,6 +102,8 @@ def test_paired_against_best_peer_times_fuseray_beside_the_faster_peer(monkeypat
     for when in ("before", "after"):
         assert set(p["alone_ms"][when]) == {"fuseray", "jax.jit"}
         assert all(ms > 0 for ms in p["alone_ms"][when].values())
+    assert {label: len(ts) for label, ts in p["round_ms"].items()} == {
+        "fuseray": 3, "jax.jit": 3, "fuseray (A/A)": 3}
     for q1, q2, q3 in (p["speed"], p["aa"]):
         assert 0 < q1 <= q2 <= q3
     assert gpu.paired_verdict(p) in ("ahead", "behind", "tie")
