@@ -374,11 +374,16 @@ def interleaved_rounds(entries: dict, rounds: int, time_one: Callable,
     return times
 
 
+def batch_sizes(entries: dict) -> dict:
+    """label -> ``batch_size`` of each (call, sync) of ``entries``."""
+    return {label: batch_size(call, sync) for label, (call, sync) in entries.items()}
+
+
 def interleaved_batches(entries: dict, rounds: int, batches: dict | None = None) -> dict:
     """``interleaved_rounds`` of one timed batch (seconds per call) each, every entry's batch
     sized once (or given: label -> calls per batch)."""
     if batches is None:
-        batches = {label: batch_size(call, sync) for label, (call, sync) in entries.items()}
+        batches = batch_sizes(entries)
     return interleaved_rounds(
         entries, rounds, lambda label, call, sync: time_calls(call, sync, 1, batches[label]))
 
@@ -410,7 +415,7 @@ def paired_against_best_peer(frameworks: dict, workload: str, rows: dict, host_i
             fw.settle()
             entries[name] = (call, fw.sync)
         entries["fuseray (A/A)"] = entries["fuseray"]
-        batches = {label: batch_size(call, sync) for label, (call, sync) in entries.items()}
+        batches = batch_sizes(entries)
         # each side timed alone, in the batches the rounds use, just before and after them: a
         # pairing median far from these is interleaving's effect, not the machine's drift
         alone = lambda: {name: time_calls(*entries[name], 7, batches[name]) * 1e3  # noqa: E731
